@@ -1,0 +1,1 @@
+"""cli: the ``landscape`` command (one module per subcommand)."""

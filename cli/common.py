@@ -1,0 +1,90 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from landscape.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2) and examples kept verbatim in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N (default: auto)")
+
+
+def add_data(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--data", default=default,
+                   help="dataset: mnist1d, mnist1d-source, cifar10, cifar100 or imagefolder:PATH"
+                   + (f" (default: {default})" if default else
+                      " (default: the one recorded in the checkpoints)"))
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the dataset files (CIFAR) or the MNIST-1D cache")
+
+
+def add_arch_for_pt(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("plain .pt/.pth state dicts (no metadata)")
+    g.add_argument("--arch", default=None, help="architecture, e.g. resnet20 or timm:resnet18")
+    g.add_argument("--num-classes", type=int, default=None, help="size of the classifier head")
+    g.add_argument("--arch-kwargs", type=json_dict, default=None,
+                   help='JSON keyword arguments for the architecture, e.g. \'{"width": 32}\'')
+
+
+def json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object like '{\"width\": 32}'")
+    return value
+
+
+def csv_names(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list like train,test")
+    return names
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``load_checkpoint`` from the --arch/--num-classes flags."""
+    return {"arch": args.arch, "num_classes": args.num_classes, "arch_kwargs": args.arch_kwargs,
+            "dataset": getattr(args, "data", None)}
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)

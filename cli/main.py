@@ -1,0 +1,73 @@
+"""The ``landscape`` command: thin subcommands over the library.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 3 interrupted (rerun the
+same command to resume), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from cli import finetune as finetune_cmd
+from cli import info as info_cmd
+from cli import plane as plane_cmd
+from cli import pretrain as pretrain_cmd
+from cli.common import Parser
+
+SUBCOMMANDS = (pretrain_cmd, finetune_cmd, plane_cmd, info_cmd)
+
+EPILOG = """examples:
+  landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --out pre.safetensors
+  landscape finetune pre.safetensors --data mnist1d --epochs 10 --seed 1 --out m1.safetensors
+  landscape plane m1.safetensors m2.safetensors m3.safetensors
+  landscape info runs/demo/plane.h5
+"""
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="landscape", epilog=EPILOG,
+                    description="Loss landscapes of ensembles fine-tuned from a pre-trained "
+                    "checkpoint.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"landscape {version('landscape-toolkit')}"
+    except PackageNotFoundError:
+        return "landscape (not installed)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from landscape.errors import UserError
+    from landscape.progress import enable_progress
+
+    enable_progress(not getattr(args, "quiet", False))
+    try:
+        return args.run(args) or 0
+    except UserError as exc:
+        print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"landscape {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nlandscape {args.command}: interrupted; finished work is saved, rerun the same "
+              "command to resume", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

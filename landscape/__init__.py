@@ -1,0 +1,43 @@
+"""landscape: loss landscapes of ensembles fine-tuned from a pre-trained checkpoint.
+
+The engine: checkpoints, model and dataset registries, parameter-space geometry, the batched
+grid evaluator, BatchNorm policies, planes and the HDF5 store. It knows nothing of training,
+plotting or argument parsing.
+
+Example:
+    >>> import landscape
+    >>> ckpt = landscape.load_checkpoint("runs/demo/member-1.safetensors")
+    >>> surface = landscape.plane(["a.safetensors", "b.safetensors", "c.safetensors"],
+    ...                           out="runs/plane/plane.h5")
+    >>> landscape.read_surface("runs/plane/plane.h5").loss("test")
+"""
+
+from landscape.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
+from landscape.data import dataset_info, dataset_names, load_dataset
+from landscape.device import resolve_device
+from landscape.errors import UserError
+from landscape.models import create_model, model_names
+from landscape.plane import PlaneConfig, plane
+from landscape.results import PointInfo, Surface
+from landscape.store import read_surface
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointMeta",
+    "PlaneConfig",
+    "PointInfo",
+    "Surface",
+    "UserError",
+    "create_model",
+    "dataset_info",
+    "dataset_names",
+    "load_checkpoint",
+    "load_dataset",
+    "model_names",
+    "plane",
+    "read_surface",
+    "resolve_device",
+    "save_checkpoint",
+]

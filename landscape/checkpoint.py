@@ -1,0 +1,209 @@
+"""Checkpoints: one ``.safetensors`` file per model, self-describing through its metadata.
+
+The metadata holds a JSON document under the key ``landscape`` (arch, arch_kwargs, num_classes,
+dataset and, for trained members, method, member, seed, epochs, parent). Plain ``.pt``/``.pth``
+state dicts are accepted too, loaded with ``weights_only=True``; their architecture comes from
+the caller. Nothing is ever unpickled beyond tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape.errors import UserError
+from landscape.models import create_model
+
+METADATA_KEY = "landscape"
+PT_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself (the ``landscape`` metadata document)."""
+
+    arch: str
+    num_classes: int
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    method: str | None = None
+    member: int | None = None
+    seed: int | None = None
+    epochs: int | None = None
+    parent: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str) or not self.arch:
+            raise UserError(f"checkpoint metadata needs a non-empty 'arch', got {self.arch!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise UserError(f"checkpoint 'num_classes' must be a positive int, got {self.num_classes!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CheckpointMeta":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"checkpoint metadata is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise UserError("checkpoint metadata must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in doc.items() if k in names}
+        extra = dict(known.pop("extra", {}) or {})
+        extra.update({k: v for k, v in doc.items() if k not in names})
+        if "arch" not in known or "num_classes" not in known:
+            raise UserError("checkpoint metadata lacks 'arch' or 'num_classes'")
+        return cls(**known, extra=extra)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, on CPU unless asked) and its metadata."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else "model"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: CheckpointMeta) -> str:
+    """Write ``model``'s state dict and ``meta`` to a ``.safetensors`` file atomically.
+
+    Returns:
+        The sha256 of the written file (what children record as ``parent``).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"checkpoints are written as .safetensors, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(state, str(tmp), metadata={METADATA_KEY: meta.to_json()})
+    os.replace(tmp, path)
+    return file_sha256(path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Checkpoint:
+    """Load a checkpoint as a model in eval mode with its metadata.
+
+    Args:
+        path: a ``.safetensors`` file written by this toolkit, or a ``.pt``/``.pth`` state dict.
+        arch, num_classes, arch_kwargs, dataset: describe a plain state dict (required for
+            ``.pt`` files without metadata; ignored when the file describes itself).
+        device: where the model's tensors go.
+
+    Raises:
+        UserError: missing or unreadable file, unknown architecture, or weights that do not fit it.
+
+    Example:
+        >>> ckpt = load_checkpoint("runs/demo/member-1.safetensors")
+        >>> ckpt.meta.arch, ckpt.model.training
+        ('mnist1d_cnn', False)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (expected a .safetensors or .pt file)")
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+    elif path.suffix in PT_SUFFIXES:
+        state, meta = _read_pt(path), None
+    else:
+        raise UserError(f"unsupported checkpoint {path.name}: expected .safetensors, .pt or .pth")
+    if meta is None:
+        if arch is None or num_classes is None:
+            raise UserError(
+                f"{path.name} does not record its architecture; pass --arch NAME --num-classes N "
+                "(e.g. --arch timm:resnet18 --num-classes 10)"
+            )
+        meta = CheckpointMeta(arch, num_classes, dict(arch_kwargs or {}), dataset)
+    model = create_model(meta.arch, meta.num_classes, **meta.arch_kwargs)
+    _load_state(model, state, path)
+    model.to(device).eval()
+    return Checkpoint(model, meta, path, file_sha256(path))
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta | None]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file: {exc}") from None
+    return state, (CheckpointMeta.from_json(raw) if raw is not None else None)
+
+
+def _read_pt(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise UserError(
+            f"refusing to load {path.name}: it holds more than tensors ({first[:200]}); "
+            "re-save it as a plain state dict or as .safetensors"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise UserError(f"{path} is not a readable PyTorch file: {exc}") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path.name} is not a state dict (a mapping of names to tensors)")
+    prefix = "module."
+    if obj and all(k.startswith(prefix) for k in obj):  # saved from DistributedDataParallel
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise UserError(
+            f"{path.name} does not fit the architecture: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}; check --arch / --num-classes"
+        )
+    for k, v in expected.items():
+        if state[k].shape != v.shape:
+            raise UserError(
+                f"{path.name}: tensor {k} has shape {tuple(state[k].shape)}, the architecture "
+                f"expects {tuple(v.shape)}; check --arch / --num-classes"
+            )
+    model.load_state_dict(state, strict=True)

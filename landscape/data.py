@@ -1,0 +1,271 @@
+"""Dataset registry: the embedded MNIST-1D sets, CIFAR-10/100 and ImageFolder directories.
+
+``load_dataset(name, split)`` returns a torch ``Dataset`` of ``(input, label)`` pairs with the
+*evaluation* transform (``train_transform=True`` gives the training augmentation instead).
+MNIST-1D is generated offline by the ``mnist1d`` package and cached as ``.npz`` on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from landscape.errors import UserError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the toolkit needs to know about a registered dataset."""
+
+    name: str
+    num_classes: int
+    default_arch: str
+    description: str
+
+
+class ArrayDataset(Dataset):
+    """Inputs and labels held as tensors; exposes them for resident (copy-free) evaluation."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(inputs) != len(labels):
+            raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[i], self.labels[i]
+
+
+# MNIST-1D generation parameters. The target set is the package's standard one (4000 train,
+# 1000 test); the source set for pre-training is larger and drawn with its own seed and a little
+# more noise, so that fine-tuning on the target is transfer in miniature.
+_MNIST1D_ARGS: dict[str, dict[str, Any]] = {
+    "mnist1d": {"num_samples": 5000, "train_split": 0.8, "seed": 42},
+    "mnist1d-source": {
+        "num_samples": 40000,
+        "train_split": 0.95,
+        "seed": 1337,
+        "corr_noise_scale": 0.3,
+        "iid_noise_scale": 0.03,
+        "shear_scale": 0.8,
+    },
+}
+
+_INFO = {
+    "mnist1d": DatasetInfo("mnist1d", 10, "mnist1d_cnn", "MNIST-1D, 4000 train / 1000 test (offline)"),
+    "mnist1d-source": DatasetInfo(
+        "mnist1d-source", 10, "mnist1d_cnn", "MNIST-1D source set for pre-training, 38000 / 2000"
+    ),
+    "cifar10": DatasetInfo("cifar10", 10, "resnet20", "CIFAR-10 (torchvision; --data-root)"),
+    "cifar100": DatasetInfo("cifar100", 100, "resnet20", "CIFAR-100 (torchvision; --data-root)"),
+}
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def dataset_names() -> list[str]:
+    """Registered names; ImageFolder directories are also accepted as ``imagefolder:PATH``."""
+    return sorted(_INFO)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Registry entry for ``name`` (for ``imagefolder:PATH`` the classes are counted on disk)."""
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        root = Path(name[len(IMAGEFOLDER_PREFIX):])
+        classes = _imagefolder_classes(root)
+        return DatasetInfo(name, len(classes), "timm:resnet18", f"ImageFolder at {root}")
+    if name not in _INFO:
+        raise UserError(
+            f"unknown dataset {name!r}; expected one of {', '.join(dataset_names())} "
+            "or imagefolder:PATH"
+        )
+    return _INFO[name]
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    train_transform: bool = False,
+) -> Dataset:
+    """A torch Dataset of (input, label) pairs.
+
+    Args:
+        name: a registered name (see ``dataset_names()``) or ``imagefolder:PATH``.
+        split: ``"train"`` or ``"test"``.
+        root: where CIFAR lives (``--data-root``), or the cache for MNIST-1D
+            (default ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape``).
+        download: let torchvision download CIFAR into ``root`` (never done otherwise).
+        train_transform: the training augmentation instead of the evaluation transform.
+
+    Raises:
+        UserError: unknown dataset or split, missing root or files.
+
+    Example:
+        >>> ds = load_dataset("mnist1d", "test")
+        >>> x, y = ds[0]   # x: (40,) float32, y: int64 scalar
+    """
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    info = dataset_info(name)
+    if name in _MNIST1D_ARGS:
+        return _mnist1d(name, split, root)
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return _imagefolder(Path(name[len(IMAGEFOLDER_PREFIX):]), split, train_transform)
+    return _cifar(info, split, root, download, train_transform)
+
+
+# ----------------------------------------------------------------------------- MNIST-1D
+
+
+def cache_dir(root: str | os.PathLike | None = None) -> Path:
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("LANDSCAPE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "landscape"
+
+
+def _mnist1d(name: str, split: str, root: str | os.PathLike | None) -> ArrayDataset:
+    arrays = _mnist1d_arrays(name, cache_dir(root))
+    xkey, ykey = ("x", "y") if split == "train" else ("x_test", "y_test")
+    inputs = torch.from_numpy(arrays[xkey].astype(np.float32))
+    labels = torch.from_numpy(arrays[ykey].astype(np.int64))
+    return ArrayDataset(inputs, labels)
+
+
+def _mnist1d_arrays(name: str, cache: Path) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url")
+    args.update(_MNIST1D_ARGS[name])
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache / f"{name}-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            pass  # a corrupt cache file is regenerated below
+    arrays = _generate_mnist1d(args)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def _generate_mnist1d(args: dict[str, Any]) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    # mnist1d seeds the global numpy and random generators: keep the caller's state intact.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+# ----------------------------------------------------------------------------- images
+
+_CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _cifar(
+    info: DatasetInfo, split: str, root: Any, download: bool, train_transform: bool
+) -> Dataset:
+    from torchvision import datasets, transforms as T
+
+    if root is None:
+        raise UserError(
+            f"{info.name} needs --data-root DIR (the folder holding the torchvision files); "
+            "add --download to fetch them there"
+        )
+    mean, std = _CIFAR_STATS[info.name]
+    tf = [T.ToTensor(), T.Normalize(mean, std)]
+    if train_transform:
+        tf = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *tf]
+    cls = datasets.CIFAR10 if info.name == "cifar10" else datasets.CIFAR100
+    try:
+        return cls(str(root), train=split == "train", transform=T.Compose(tf), download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+        raise UserError(
+            f"{info.name} not found under {root} ({exc}); pass the right --data-root, "
+            "or add --download"
+        ) from None
+
+
+def _imagefolder_classes(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise UserError(f"ImageFolder root {root} is not a directory")
+    for split in SPLITS:
+        if (root / split).is_dir():
+            return sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    raise UserError(f"ImageFolder root {root} must hold train/ and test/ class folders")
+
+
+def _imagefolder(root: Path, split: str, train_transform: bool) -> Dataset:
+    from torchvision import datasets, transforms as T
+
+    _imagefolder_classes(root)
+    folder = root / split
+    if not folder.is_dir():
+        raise UserError(f"missing {folder}: an ImageFolder dataset needs {root}/{split}/<class>/")
+    mean, std = _IMAGENET_STATS
+    if train_transform:
+        tf = [T.RandomResizedCrop(224), T.RandomHorizontalFlip()]
+    else:
+        tf = [T.Resize(256), T.CenterCrop(224)]
+    return datasets.ImageFolder(str(folder), T.Compose([*tf, T.ToTensor(), T.Normalize(mean, std)]))
+
+
+# ----------------------------------------------------------------------------- resident tensors
+
+
+def subset_indices(n: int, size: int | None, *, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``range(n)`` (all of them when size is None)."""
+    if size is None or size >= n:
+        return np.arange(n)
+    if size < 1:
+        raise UserError(f"a subset size must be positive, got {size}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def as_tensors(
+    dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and transform a dataset once into (inputs, labels) tensors, in index order."""
+    if isinstance(dataset, ArrayDataset):
+        if indices is None:
+            return dataset.inputs, dataset.labels
+        idx = torch.as_tensor(indices)
+        return dataset.inputs[idx], dataset.labels[idx]
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, indices.tolist())
+    xs, ys = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        xs.append(x)
+        ys.append(torch.as_tensor(y))
+    return torch.cat(xs), torch.cat(ys).long()

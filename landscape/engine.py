@@ -1,0 +1,266 @@
+"""The batched grid evaluator (design.md, "Evaluation engine").
+
+Evaluation data is resident on the device. A group of K weight vectors is evaluated either by a
+tight loop that loads each weight set into a private copy of the model (``loop``), or by stacking
+the K weight sets and mapping the model over them with ``torch.func.vmap`` (``vmap``). Which is
+faster depends on model and device, so ``path="auto"`` measures both on a slice of the data and
+records the choice. Both give the numbers of the naive per-point loop to float tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
+
+from landscape.bn import bn_modules, fixed_batches, recompute_bn_
+from landscape.errors import UserError
+from landscape.geometry import ParamLayout
+
+PATHS = ("auto", "loop", "vmap")
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Resident evaluation data: ``splits`` maps a split name to (inputs, labels) on the device;
+    ``bn_inputs`` are the train inputs used for BN recompute (None when not recomputing)."""
+
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    bn_inputs: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """Metrics of K points: ``metrics[split][name]`` is a (K,) float64 array
+    (``loss`` = mean cross-entropy, ``acc`` = accuracy in percent)."""
+
+    metrics: dict[str, dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """Which evaluation path the engine uses, and the measured seconds per point behind it."""
+
+    path: str
+    seconds_per_point: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+class GridEvaluator:
+    """Evaluate groups of weight vectors of one architecture on resident data.
+
+    Works on a private copy of ``model``: the caller's model is never modified.
+
+    Args:
+        model: any module whose floating-point parameters are described by ``layout``.
+        layout: the weight-vector layout (``ParamLayout.of(model)``).
+        data: resident evaluation data.
+        bn_policy: ``recompute``, ``interpolate`` or ``keep`` (for the last two the caller passes
+            the per-point BN buffers to ``evaluate``).
+        bn_batch_size: the fixed batch size of BN statistics.
+        batch_size: evaluation batch size (does not change the numbers beyond float rounding).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: ParamLayout,
+        data: EvalData,
+        *,
+        bn_policy: str,
+        bn_batch_size: int = 128,
+        batch_size: int = 1024,
+    ) -> None:
+        if bn_policy == "recompute" and data.bn_inputs is None:
+            raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
+        device = next(iter(data.splits.values()))[0].device
+        self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+        self.layout, self.data = layout, data
+        self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
+        self.bn_names = [n for n, _ in bn_modules(self.model)]
+        self._params = dict(self.model.named_parameters())
+        self._buffers = dict(self.model.named_buffers())
+        self._stats_model: nn.Module | None = None
+        self._records: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ public
+
+    def evaluate(
+        self,
+        weights: torch.Tensor,
+        buffers: Sequence[dict[str, torch.Tensor]] | None = None,
+        *,
+        path: str = "loop",
+        max_batches: int | None = None,
+    ) -> GroupResult:
+        """Metrics for K points given as (K, P) weight vectors.
+
+        ``buffers`` (one BN-buffer dict per point) is required unless the policy is recompute.
+        ``max_batches`` truncates every pass (used only to time the paths).
+        """
+        if path not in ("loop", "vmap"):
+            raise UserError(f"unknown engine path {path!r}; expected loop or vmap")
+        if self.bn_policy != "recompute" and self.bn_names and buffers is None:
+            raise UserError(f"BN policy {self.bn_policy!r} needs per-point buffers")
+        run = self._eval_loop if path == "loop" else self._eval_vmap
+        with torch.no_grad():
+            return run(weights, buffers, max_batches)
+
+    def choose_path(
+        self, weights: torch.Tensor, buffers: Sequence[dict[str, torch.Tensor]] | None = None
+    ) -> PathChoice:
+        """Time both paths on a slice of the data for this group of points; pick the faster."""
+        timings, note = {}, ""
+        for path in ("loop", "vmap"):
+            try:
+                self.evaluate(weights[:1], _head(buffers, 1), path=path, max_batches=1)  # warm-up
+                start = time.perf_counter()
+                self.evaluate(weights, buffers, path=path, max_batches=2)
+                timings[path] = (time.perf_counter() - start) / len(weights)
+            except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
+                note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+        if not timings:
+            raise RuntimeError(f"no evaluation path works for this model ({note})")
+        return PathChoice(min(timings, key=timings.get), timings, note)
+
+    # ------------------------------------------------------------------ loop path
+
+    def _eval_loop(self, weights, buffers, max_batches) -> GroupResult:
+        k = len(weights)
+        out = {s: {"loss": np.empty(k), "acc": np.empty(k)} for s in self.data.splits}
+        for i in range(k):
+            self._load(weights[i], None if buffers is None else buffers[i])
+            if self.bn_policy == "recompute":
+                recompute_bn_(self.model, _limit(self.data.bn_inputs, self.bn_batch_size,
+                                                 max_batches), batch_size=self.bn_batch_size)
+            for split, (x, y) in self.data.splits.items():
+                loss, acc = self._eval_split(self.model, x, y, max_batches, k=None)
+                out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
+        return GroupResult(out)
+
+    def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None) -> None:
+        for name, t in self.layout.unflatten(w).items():
+            self._params[name].copy_(t)
+        for name, t in (buffers or {}).items():
+            self._buffers[name].copy_(t)
+
+    # ------------------------------------------------------------------ vmap path
+
+    def _eval_vmap(self, weights, buffers, max_batches) -> GroupResult:
+        device = self._device
+        params = self.layout.unflatten(weights.to(device))  # name -> (K, *shape)
+        if self.bn_policy == "recompute" and self.bn_names:
+            bufs = self._vmap_bn_stats(params, max_batches)
+        elif buffers is not None and buffers[0]:
+            bufs = {n: torch.stack([b[n] for b in buffers]).to(device) for n in buffers[0]}
+        else:
+            bufs = {}
+
+        def one(p, b, x):
+            return functional_call(self.model, (p, b), (x,))
+
+        fn = vmap(one, in_dims=(0, 0, None))
+        out = {}
+        for split, (x, y) in self.data.splits.items():
+            loss, acc = self._eval_split(lambda xb: fn(params, bufs, xb), x, y, max_batches,
+                                         k=len(weights))
+            out[split] = {"loss": loss, "acc": acc}
+        return GroupResult(out)
+
+    def _vmap_bn_stats(self, params, max_batches) -> dict[str, torch.Tensor]:
+        """Cumulative BN statistics for K stacked weight sets: the mean over the fixed batches of
+        each batch's mean and unbiased variance, exactly what momentum=None accumulates."""
+        model = self._get_stats_model()
+
+        def one(p, x):
+            self._records.clear()
+            functional_call(model, p, (x,))
+            return tuple(self._records)
+
+        fn = vmap(one, in_dims=(0, None))
+        sums: list[torch.Tensor] | None = None
+        n = 0
+        for xb in fixed_batches(_limit(self.data.bn_inputs, self.bn_batch_size, max_batches),
+                                self.bn_batch_size):
+            stats = fn(params, xb)
+            sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
+            n += 1
+        k = len(next(iter(params.values())))
+        out = {}
+        for j, name in enumerate(self.bn_names):
+            prefix = f"{name}." if name else ""
+            out[prefix + "running_mean"] = sums[2 * j] / n
+            out[prefix + "running_var"] = sums[2 * j + 1] / n
+            out[prefix + "num_batches_tracked"] = torch.full((k,), n, dtype=torch.long,
+                                                             device=self._device)
+        return out
+
+    def _get_stats_model(self) -> nn.Module:
+        if self._stats_model is None:
+            model = copy.deepcopy(self.model)
+            layers = [m for _, m in bn_modules(model)]
+            replace_all_batch_norm_modules_(model)  # BN normalises with batch statistics
+            model.eval()
+            for m in layers:
+                m.train()
+                m.register_forward_pre_hook(self._record_stats)
+            self._stats_model = model
+        return self._stats_model
+
+    def _record_stats(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        dims = [0, *range(2, x.dim())]  # every dim but channels
+        self._records.append(x.mean(dims))
+        self._records.append(x.var(dims, unbiased=True))
+
+    # ------------------------------------------------------------------ shared
+
+    @property
+    def _device(self) -> torch.device:
+        return next(iter(self.data.splits.values()))[0].device
+
+    def _eval_split(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor] | nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        max_batches: int | None,
+        *,
+        k: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean cross-entropy and accuracy (%) over the split; logits are (B, C) for the loop
+        path (k None) or (K, B, C) for the vmap path."""
+        kk = 1 if k is None else k
+        loss_sum = torch.zeros(kk, dtype=torch.float64, device=x.device)
+        correct = torch.zeros(kk, dtype=torch.long, device=x.device)
+        n = 0
+        for start in _starts(len(x), self.batch_size, max_batches):
+            xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
+            ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
+            loss_sum += ce.view(kk, -1).double().sum(1)
+            correct += (logits.argmax(-1) == yb).sum(1)
+            n += len(yb)
+        if n == 0:
+            raise UserError("cannot evaluate on an empty split")
+        return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
+
+
+def _head(buffers, n):
+    return None if buffers is None else list(buffers[:n])
+
+
+def _starts(length: int, batch_size: int, max_batches: int | None) -> range:
+    stop = length if max_batches is None else min(length, max_batches * batch_size)
+    return range(0, stop, batch_size)
+
+
+def _limit(x: torch.Tensor | None, batch_size: int, max_batches: int | None) -> torch.Tensor:
+    return x if max_batches is None else x[: max_batches * batch_size]

@@ -1,0 +1,180 @@
+"""Model registry: built-in small models with BatchNorm, and any timm model as ``timm:<name>``.
+
+Every model follows timm's head contract: ``get_classifier()`` returns the head and
+``reset_classifier(num_classes)`` replaces it with a freshly initialised one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from landscape.errors import UserError
+
+TIMM_PREFIX = "timm:"
+
+
+class Mnist1dCNN(nn.Module):
+    """A small 1-D CNN with BatchNorm for MNIST-1D (inputs of shape (B, 40) or (B, 1, 40))."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16, in_channels: int = 1) -> None:
+        super().__init__()
+        w = width
+        self.in_channels = in_channels
+        self.features = nn.Sequential(
+            _conv_bn_relu(in_channels, w),
+            _conv_bn_relu(w, w),
+            nn.MaxPool1d(2),  # 40 -> 20
+            _conv_bn_relu(w, 2 * w),
+            _conv_bn_relu(2 * w, 2 * w),
+            nn.MaxPool1d(2),  # 20 -> 10
+            _conv_bn_relu(2 * w, 4 * w),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+        )
+        self.num_features = 4 * w
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (B, L) -> (B, 1, L)
+            x = x.unsqueeze(1)
+        return self.head(self.features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.num_features, num_classes)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(cin, cout, kernel_size=5, padding=2, bias=False),
+        nn.BatchNorm1d(cout),
+        nn.ReLU(),
+    )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016), depth 6n+2 (ResNet-20 for n=3), inputs (B, 3, 32, 32)."""
+
+    def __init__(self, num_classes: int = 10, depth: int = 20, width: int = 16) -> None:
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise UserError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        layers, cin = [], width
+        for stage, mult in enumerate((1, 2, 4)):
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(_BasicBlock(cin, width * mult, stride))
+                cin = width * mult
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = cin
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.layers(self.stem(x))))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.num_features, num_classes)
+
+
+_BUILTIN: dict[str, Callable[..., nn.Module]] = {
+    "mnist1d_cnn": Mnist1dCNN,
+    "resnet20": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=20, **kw),
+    "resnet32": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=32, **kw),
+    "resnet56": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=56, **kw),
+}
+
+
+def model_names() -> list[str]:
+    """The built-in architecture names (any timm model is also accepted as ``timm:<name>``)."""
+    return sorted(_BUILTIN)
+
+
+def create_model(arch: str, num_classes: int, **arch_kwargs: Any) -> nn.Module:
+    """Build an architecture from the registry with random weights (never downloads weights).
+
+    Args:
+        arch: a built-in name (``mnist1d_cnn``, ``resnet20``, ...) or ``timm:<timm model name>``.
+        num_classes: size of the classification head.
+        **arch_kwargs: forwarded to the constructor (e.g. ``width=64``).
+
+    Raises:
+        UserError: unknown architecture or bad keyword arguments.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if arch.startswith(TIMM_PREFIX):
+        return _create_timm(arch[len(TIMM_PREFIX):], num_classes, arch_kwargs)
+    if arch not in _BUILTIN:
+        raise UserError(
+            f"unknown model {arch!r}; expected one of {', '.join(model_names())} "
+            "or timm:<name> (e.g. timm:resnet18)"
+        )
+    try:
+        return _BUILTIN[arch](num_classes=num_classes, **arch_kwargs)
+    except TypeError as exc:
+        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {exc}") from None
+
+
+def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        hint = f" Did you mean: {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise UserError(
+            f"unknown timm model {name!r}.{hint} List names with timm.list_models('*pattern*')."
+        )
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **arch_kwargs)
+
+
+def reset_head(model: nn.Module, num_classes: int, *, seed: int) -> None:
+    """Replace the model's classifier by a fresh head initialised from ``seed`` (in place)."""
+    if not hasattr(model, "reset_classifier"):
+        raise UserError(
+            f"{type(model).__name__} has no reset_classifier(); use a registry or timm model"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.reset_classifier(num_classes)
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """Names (as in ``named_parameters``) of the classifier's parameters."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if head is None:
+        return set()
+    ids = {id(p) for p in head.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}

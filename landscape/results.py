@@ -1,0 +1,61 @@
+"""Result types shared with the renderers (``viz`` imports nothing else of ours)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    """A checkpoint projected onto a plane: its coordinates and off-plane residual distance."""
+
+    x: float
+    y: float
+    residual: float
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A 2-D loss surface. Arrays are indexed ``[j, i]`` = (y_j, x_i), so
+    ``contour(x, y, metrics["test"]["loss"])`` works directly.
+
+    Attributes:
+        x, y: (G,) grid axes (weight-space units for three-point planes, direction units for
+            random planes).
+        metrics: ``metrics[split][name]`` is a (G, G) float64 array; names ``loss`` (mean
+            cross-entropy) and ``acc`` (accuracy in percent); NaN where not computed yet.
+        done: (G, G) bool mask of computed points.
+        points: checkpoints projected onto the plane, by name.
+        config: the full configuration the surface was computed with.
+        path: the HDF5 file it lives in, if any.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    metrics: dict[str, dict[str, np.ndarray]]
+    done: np.ndarray
+    points: dict[str, PointInfo] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metrics)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def loss(self, split: str) -> np.ndarray:
+        return self.metrics[split]["loss"]
+
+    def acc(self, split: str) -> np.ndarray:
+        return self.metrics[split]["acc"]
+
+    def error(self, split: str) -> np.ndarray:
+        """Error in percent (100 - accuracy)."""
+        return 100.0 - self.metrics[split]["acc"]

@@ -1,0 +1,13 @@
+"""viz: pure renderers for landscape results (matplotlib and plotly figures, HTML pages).
+
+Imports nothing of ours but :mod:`landscape.results`.
+
+Example:
+    >>> from viz import plot_plane, save_figure, plane_figure, write_html
+    >>> save_figure(plot_plane(surface), "plane.png")
+    >>> write_html(plane_figure(surface), "plane.html")
+"""
+
+from viz.plane import log_levels, plane_figure, plot_plane, save_figure, write_html
+
+__all__ = ["log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]
