@@ -3,7 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO := runs/demo
+DEMO ?= runs/demo
+PRE_EPOCHS ?= 6
+FT_EPOCHS ?= 10
+ARCH_KWARGS ?= {"width": 16}
+PLANE_ARGS ?=
 
 .PHONY: install demo test test-fast bench clean-demo
 
@@ -19,13 +23,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install $(DEMO)/plane.h5
 
 $(DEMO)/pre.safetensors:
-	$(BIN)/landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --lr 0.05 --seed 0 --out $@
+	$(BIN)/landscape pretrain --data mnist1d-source --arch mnist1d_cnn --arch-kwargs '$(ARCH_KWARGS)' \
+		--epochs $(PRE_EPOCHS) --lr 0.05 --seed 0 --out $@
 
 $(DEMO)/member-%.safetensors: $(DEMO)/pre.safetensors
-	$(BIN)/landscape finetune $< --data mnist1d --epochs 10 --lr 0.02 --seed $* --out $@
+	$(BIN)/landscape finetune $< --data mnist1d --epochs $(FT_EPOCHS) --lr 0.02 --seed $* --out $@
 
 $(DEMO)/plane.h5: $(DEMO)/member-1.safetensors $(DEMO)/member-2.safetensors $(DEMO)/member-3.safetensors
-	$(BIN)/landscape plane $^ --out $(DEMO)
+	$(BIN)/landscape plane $^ --out $(DEMO) $(PLANE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

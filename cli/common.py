@@ -32,6 +32,17 @@ def add_data(p: argparse.ArgumentParser, default: str | None = None) -> None:
                       " (default: the one recorded in the checkpoints)"))
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (CIFAR) or the MNIST-1D cache")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download CIFAR into --data-root first (never by default)")
+
+
+def fetch_data(args: argparse.Namespace, name: str | None) -> None:
+    """With --download, fetch both splits of ``name`` into --data-root before any work."""
+    if getattr(args, "download", False) and name:
+        from landscape import load_dataset
+
+        for split in ("train", "test"):
+            load_dataset(name, split, args.data_root, download=True)
 
 
 def add_arch_for_pt(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_arch_for_pt, add_data, add_device, finite_float, load_kwargs, positive_int
+from cli.common import (
+    add_arch_for_pt,
+    add_data,
+    add_device,
+    fetch_data,
+    finite_float,
+    load_kwargs,
+    positive_int,
+)
 
 EXAMPLES = """examples:
   landscape finetune pre.safetensors --data mnist1d --epochs 10 --lr 0.02 --seed 1 --out m1.safetensors
@@ -26,12 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--seed", type=int, default=0, help="seeds the new head and the data order")
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(p)
     add_arch_for_pt(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    fetch_data(args, args.data)
     from ensembles import TrainConfig, finetune
     from landscape import load_checkpoint, resolve_device, save_checkpoint
 

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 from cli.common import (
-    add_arch_for_pt, add_data, add_device, csv_names, finite_float, load_kwargs, positive_int,
+    add_arch_for_pt,
+    add_data,
+    add_device,
+    csv_names,
+    fetch_data,
+    finite_float,
+    load_kwargs,
+    positive_int,
 )
 
 EXAMPLES = """examples:
@@ -73,6 +80,7 @@ def default_out(checkpoints: list[str], seed: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    fetch_data(args, args.data)
     from landscape import PlaneConfig, load_checkpoint, plane, resolve_device
 
     config = PlaneConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_data, add_device, finite_float, json_dict, positive_int
+from cli.common import add_data, add_device, fetch_data, finite_float, json_dict, positive_int
 
 EXAMPLES = """examples:
   landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --seed 0 --out pre.safetensors
@@ -26,11 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    fetch_data(args, args.data)
     from ensembles import TrainConfig, pretrain
     from landscape import dataset_info, resolve_device, save_checkpoint
 

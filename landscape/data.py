@@ -195,7 +195,8 @@ _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 def _cifar(
     info: DatasetInfo, split: str, root: Any, download: bool, train_transform: bool
 ) -> Dataset:
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     if root is None:
         raise UserError(
@@ -226,7 +227,8 @@ def _imagefolder_classes(root: Path) -> list[str]:
 
 
 def _imagefolder(root: Path, split: str, train_transform: bool) -> Dataset:
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     _imagefolder_classes(root)
     folder = root / split

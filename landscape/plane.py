@@ -12,7 +12,6 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -337,6 +336,7 @@ def _weights_sha256(ckpt: Checkpoint) -> str:
 
 def _runtime(ckpts, device, config: PlaneConfig) -> dict[str, Any]:
     import h5py
+
     import landscape
 
     return {

@@ -1,0 +1,109 @@
+"""The batched engine against the naive per-point reference loop, and its invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model
+from torch.optim.swa_utils import update_bn
+from torch.utils.data import DataLoader
+
+from landscape import PlaneConfig, load_checkpoint, load_dataset, plane
+from landscape.bn import recompute_bn_
+from landscape.data import ArrayDataset, subset_indices
+from landscape.engine import EvalData, GridEvaluator
+from landscape.geometry import ParamLayout, three_point_basis
+from landscape.reference import naive_plane
+
+TRAIN_N, TEST_N, GRID = 300, 200, 3
+
+
+def _subset(split: str, n: int, seed: int = 0) -> ArrayDataset:
+    ds = load_dataset("mnist1d", split)
+    idx = torch.as_tensor(subset_indices(len(ds), n, seed=seed))
+    return ArrayDataset(ds.inputs[idx], ds.labels[idx])
+
+
+def _naive(paths, surface, bn):
+    ckpts = [load_checkpoint(p) for p in paths]
+    layout = ParamLayout.of(ckpts[0].model)
+    basis = three_point_basis(*[layout.flatten(c.model.state_dict()) for c in ckpts])
+    train = _subset("train", TRAIN_N)
+    return naive_plane(
+        ckpts[0].model, basis, surface.x, surface.y, {"train": train, "test": _subset("test", TEST_N)},
+        bn=bn, bn_train=train, buffer_states=[c.model.state_dict() for c in ckpts],
+        batch_size=64,
+    )
+
+
+@pytest.mark.parametrize("bn", ["recompute", "keep", "interpolate"])
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_engine_equals_naive_reference(three_ckpts, tmp_path, bn, path):
+    config = PlaneConfig(grid=GRID, bn=bn, train_subset=TRAIN_N, test_subset=TEST_N,
+                         engine=path, group_size=4, batch_size=128)
+    surface = plane(three_ckpts, out=tmp_path / "p.h5", config=config)
+    ref = _naive(three_ckpts, surface, bn)
+    assert surface.complete
+    for split in ("train", "test"):
+        np.testing.assert_allclose(surface.loss(split), ref[split]["loss"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(surface.acc(split), ref[split]["acc"], rtol=0, atol=1e-4)
+    # the surface is not flat: the test would notice a constant answer
+    assert np.ptp(surface.loss("test")) > 1e-3
+
+
+def test_bn_policies_give_different_surfaces(three_ckpts, tmp_path):
+    losses = {}
+    for bn in ("recompute", "keep", "interpolate"):
+        config = PlaneConfig(grid=GRID, bn=bn, train_subset=TRAIN_N, test_subset=TEST_N,
+                             splits=("test",), engine="loop")
+        losses[bn] = plane(three_ckpts, out=tmp_path / f"{bn}.h5", config=config).loss("test")
+    assert not np.allclose(losses["recompute"], losses["keep"], atol=1e-4)
+    assert not np.allclose(losses["keep"], losses["interpolate"], atol=1e-4)
+
+
+def test_recompute_matches_update_bn_and_ignores_engine_batching():
+    model = make_model(3)
+    x = load_dataset("mnist1d", "train").inputs[:700]  # 5 full batches + a partial one
+    ours = make_model(3)
+    recompute_bn_(ours, x, batch_size=128)
+    update_bn(DataLoader(x, batch_size=128, shuffle=False), model)
+    for (name, a), b in zip(ours.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    # the vmap path computes the same statistics functionally, for several points at once
+    layout = ParamLayout.of(ours)
+    w = layout.flatten(ours.state_dict()).repeat(2, 1)
+    ev = GridEvaluator(ours, layout, EvalData({"test": (x[:10], torch.zeros(10).long())}, x),
+                       bn_policy="recompute", bn_batch_size=128, batch_size=50)
+    stats = ev._vmap_bn_stats(layout.unflatten(w), None)
+    for name, value in stats.items():
+        torch.testing.assert_close(value[1].to(model.state_dict()[name].dtype),
+                                   model.state_dict()[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_eval_batch_size_and_group_size_do_not_change_numbers(three_ckpts, tmp_path):
+    base = dict(grid=GRID, train_subset=TRAIN_N, test_subset=TEST_N)
+    a = plane(three_ckpts, out=tmp_path / "a.h5",
+              config=PlaneConfig(**base, batch_size=7, group_size=2, engine="vmap"))
+    b = plane(three_ckpts, out=tmp_path / "b.h5",
+              config=PlaneConfig(**base, batch_size=1000, group_size=9, engine="loop"))
+    c = plane(three_ckpts, out=tmp_path / "c.h5", config=PlaneConfig(**base, engine="auto"))
+    for split in ("train", "test"):
+        np.testing.assert_allclose(a.loss(split), b.loss(split), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(c.loss(split), b.loss(split), atol=1e-5, rtol=0)
+    engine = c.config["runtime"]["engine"]
+    assert engine["chosen_by"] == "measured" and engine["path"] in ("loop", "vmap")
+    assert set(engine["seconds_per_point"]) == {"loop", "vmap"}
+
+
+def test_callers_model_is_bit_identical_after_evaluation(three_ckpts, tmp_path):
+    ckpts = [load_checkpoint(p) for p in three_ckpts]
+    before = [{k: v.clone() for k, v in c.model.state_dict().items()} for c in ckpts]
+    for path in ("loop", "vmap"):
+        plane(ckpts, out=tmp_path / f"{path}.h5",
+              config=PlaneConfig(grid=2, train_subset=TRAIN_N, test_subset=TEST_N, engine=path))
+    for c, b in zip(ckpts, before):
+        assert not c.model.training
+        for k, v in c.model.state_dict().items():
+            assert torch.equal(v, b[k]), k
+        assert all(m.momentum == 0.1 for m in c.model.modules() if hasattr(m, "momentum"))
