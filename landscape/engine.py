@@ -85,10 +85,12 @@ class GridEvaluator:
         self.layout, self.data = layout, data
         self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
         self.bn_names = [n for n, _ in bn_modules(self.model)]
+        self._zeros = {n: torch.zeros(m.num_features, device=device) for n, m in bn_modules(self.model)}
         self._params = dict(self.model.named_parameters())
         self._buffers = dict(self.model.named_buffers())
         self._stats_model: nn.Module | None = None
-        self._records: list[torch.Tensor] = []
+        self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._calls: dict[str, int] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -175,27 +177,35 @@ class GridEvaluator:
         return GroupResult(out)
 
     def _vmap_bn_stats(self, params, max_batches) -> dict[str, torch.Tensor]:
-        """Cumulative BN statistics for K stacked weight sets: the mean over the fixed batches of
-        each batch's mean and unbiased variance, exactly what momentum=None accumulates."""
+        """Cumulative BN statistics for K stacked weight sets: the mean, over every call of a
+        layer in every fixed batch, of the batch mean and unbiased variance, which is exactly
+        what momentum=None accumulates. Statistics are keyed by layer name, so layers that run
+        in another order than they are registered, or run twice, are handled."""
         model = self._get_stats_model()
 
         def one(p, x):
             self._records.clear()
+            self._calls.clear()
             functional_call(model, p, (x,))
-            return tuple(self._records)
+            return tuple(t for name in self.bn_names for t in self._records.get(
+                name, (self._zeros[name], self._zeros[name])))
 
         fn = vmap(one, in_dims=(0, None))
         sums: list[torch.Tensor] | None = None
-        n = 0
+        calls: dict[str, int] = {}
         for xb in fixed_batches(_limit(self.data.bn_inputs, self.bn_batch_size, max_batches),
                                 self.bn_batch_size):
             stats = fn(params, xb)
             sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
-            n += 1
+            for name in self.bn_names:  # recorded on the last call of `one`
+                calls[name] = calls.get(name, 0) + self._calls.get(name, 0)
         k = len(next(iter(params.values())))
         out = {}
         for j, name in enumerate(self.bn_names):
             prefix = f"{name}." if name else ""
+            n = calls[name]
+            if n == 0:  # a layer the forward never used keeps its reset statistics
+                continue
             out[prefix + "running_mean"] = sums[2 * j] / n
             out[prefix + "running_var"] = sums[2 * j + 1] / n
             out[prefix + "num_batches_tracked"] = torch.full((k,), n, dtype=torch.long,
@@ -205,20 +215,27 @@ class GridEvaluator:
     def _get_stats_model(self) -> nn.Module:
         if self._stats_model is None:
             model = copy.deepcopy(self.model)
-            layers = [m for _, m in bn_modules(model)]
+            layers = dict(bn_modules(model))
             replace_all_batch_norm_modules_(model)  # BN normalises with batch statistics
             model.eval()
-            for m in layers:
+            for name, m in layers.items():
                 m.train()
-                m.register_forward_pre_hook(self._record_stats)
+                m.register_forward_pre_hook(self._stats_hook(name))
             self._stats_model = model
         return self._stats_model
 
-    def _record_stats(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        x = args[0]
-        dims = [0, *range(2, x.dim())]  # every dim but channels
-        self._records.append(x.mean(dims))
-        self._records.append(x.var(dims, unbiased=True))
+    def _stats_hook(self, name: str):
+        def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0]
+            dims = [0, *range(2, x.dim())]  # every dim but channels
+            mean, var = x.mean(dims), x.var(dims, unbiased=True)
+            if name in self._records:  # the layer runs again in the same forward
+                prev_mean, prev_var = self._records[name]
+                mean, var = prev_mean + mean, prev_var + var
+            self._records[name] = (mean, var)
+            self._calls[name] = self._calls.get(name, 0) + 1
+
+        return record
 
     # ------------------------------------------------------------------ shared
 

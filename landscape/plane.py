@@ -12,6 +12,7 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,18 +148,24 @@ def plane(
     identity = _identity(ckpts, dataset, config, policy, basis.mode)
     runtime = _runtime(ckpts, device, config)
     dev = torch.device(device)
+    fresh = overwrite or not Path(out).exists()
     with SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
                            config={"identity": identity, "runtime": runtime},
                            overwrite=overwrite) as store:
         todo = store.missing()
         if todo:
-            resident = _resident_data(dataset, config, policy, data_root, dev)
-            _check_inputs(ckpts[0], resident, dataset)
-            buffers = _buffer_fn(ckpts, basis, policy)
-            evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                      bn_batch_size=config.bn_batch_size,
-                                      batch_size=config.batch_size)
-            _run(store, evaluator, basis, x, y, todo, buffers, config)
+            try:
+                resident = _resident_data(dataset, config, policy, data_root, dev)
+                evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
+                                          bn_batch_size=config.bn_batch_size,
+                                          batch_size=config.batch_size)
+                _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
+            except UserError:
+                if fresh:  # leave no empty file behind that a corrected rerun would refuse
+                    store.close()
+                    Path(out).unlink(missing_ok=True)
+                raise
+            _run(store, evaluator, basis, x, y, todo, _buffer_fn(ckpts, basis, policy), config)
     return read_surface(out)
 
 
@@ -199,17 +206,15 @@ def _check_classes(ckpt: Checkpoint, dataset: str) -> None:
                         f"has {n}; pass the dataset the models were trained on")
 
 
-def _check_inputs(ckpt: Checkpoint, data: EvalData, dataset: str) -> None:
+def _check_inputs(model: torch.nn.Module, arch: str, data: EvalData, dataset: str) -> None:
+    """Run two samples through the engine's private model: a shape mismatch becomes one line."""
     x = next(iter(data.splits.values()))[0][:2]
-    model = ckpt.model
     try:
         with torch.no_grad():
-            model.to(x.device)(x)
+            model(x)
     except RuntimeError as exc:
-        raise UserError(f"model {ckpt.meta.arch} cannot take inputs of dataset {dataset} "
+        raise UserError(f"model {arch} cannot take inputs of dataset {dataset} "
                         f"(shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0][:120]}") from None
-    finally:
-        model.to("cpu")
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -107,3 +107,42 @@ def test_callers_model_is_bit_identical_after_evaluation(three_ckpts, tmp_path):
         for k, v in c.model.state_dict().items():
             assert torch.equal(v, b[k]), k
         assert all(m.momentum == 0.1 for m in c.model.modules() if hasattr(m, "momentum"))
+
+
+class _ReorderedBN(torch.nn.Module):
+    """BN layers registered in one order, run in another, and one of them run twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_late = torch.nn.BatchNorm1d(3)
+        self.bn_early = torch.nn.BatchNorm1d(3)
+        self.bn_unused = torch.nn.BatchNorm1d(3)
+        self.lin = torch.nn.Linear(3, 3)
+        self.head = torch.nn.Linear(3, 10)
+
+    def forward(self, x):
+        h = self.bn_early(x[:, :3] * 2 + 1)
+        h = self.bn_late(self.lin(torch.relu(h)))
+        h = self.bn_late(h * 3)
+        return self.head(h)
+
+
+def test_vmap_bn_statistics_follow_layers_not_call_order():
+    torch.manual_seed(0)
+    model = _ReorderedBN().eval()
+    x = torch.randn(300, 40)
+    y = torch.randint(0, 10, (300,))
+    layout = ParamLayout.of(model)
+    w = layout.flatten(dict(model.named_parameters())).repeat(2, 1)
+    ev = GridEvaluator(model, layout, EvalData({"test": (x, y)}, x), bn_policy="recompute",
+                       bn_batch_size=64, batch_size=100)
+    loop, vm = (ev.evaluate(w, path=p).metrics["test"]["loss"] for p in ("loop", "vmap"))
+    np.testing.assert_allclose(vm, loop, atol=1e-5, rtol=0)
+    ref = _ReorderedBN()
+    ref.load_state_dict(model.state_dict())
+    update_bn(DataLoader(x, batch_size=64), ref)
+    stats = ev._vmap_bn_stats(layout.unflatten(w), None)
+    for name in ("bn_late.running_mean", "bn_late.running_var", "bn_early.running_var"):
+        torch.testing.assert_close(stats[name][0], ref.state_dict()[name], rtol=1e-5, atol=1e-6)
+    assert int(stats["bn_late.num_batches_tracked"][0]) == 10  # 5 batches, called twice each
+    assert "bn_unused.running_mean" not in stats

@@ -179,3 +179,18 @@ def test_random_plane_is_reproducible_and_centred(three_ckpts, tmp_path):
     with torch.no_grad():
         loss = float(torch.nn.functional.cross_entropy(a(x), y))
     assert s1.loss("test")[1, 1] == pytest.approx(loss, abs=1e-5)  # the centre is A itself
+
+
+def test_model_that_cannot_take_the_data_is_one_clear_error(tmp_path):
+    import landscape
+
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = landscape.create_model("resnet20", 10, width=4)
+        paths.append(tmp_path / f"r{seed}.safetensors")
+        save_checkpoint(model, paths[-1], landscape.CheckpointMeta("resnet20", 10, {"width": 4}))
+    with pytest.raises(UserError, match="cannot take inputs of dataset mnist1d"):
+        plane(paths, out=tmp_path / "p.h5", data="mnist1d",
+              config=PlaneConfig(grid=2, train_subset=10, test_subset=10))
+    assert not (tmp_path / "p.h5").exists()  # nothing half-made is left behind
