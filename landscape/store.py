@@ -172,9 +172,12 @@ def read_surface(path: str | os.PathLike) -> Surface:
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "surface":
                 raise UserError(f"{path} is not a surface file of this toolkit")
+            config = json.loads(f.attrs["config"])
+            order = config.get("identity", {}).get("splits") or []
+            splits = sorted(f["metrics"], key=lambda s: (order.index(s) if s in order else 99, s))
             metrics = {
                 split: {name: f[f"metrics/{split}/{name}"][...] for name in METRICS}
-                for split in f["metrics"]
+                for split in splits
             }
             points = {
                 name: PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
@@ -182,7 +185,7 @@ def read_surface(path: str | os.PathLike) -> Surface:
             }
             return Surface(
                 x=f["x"][...], y=f["y"][...], metrics=metrics, done=f["done"][...].astype(bool),
-                points=points, config=json.loads(f.attrs["config"]), path=path,
+                points=points, config=config, path=path,
             )
     except (OSError, KeyError) as exc:
         raise UserError(f"{path} is not a readable surface file ({exc})") from None

@@ -320,10 +320,11 @@ def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
                      for i, v in enumerate(views)] + [_points_trace(surface)])
     yaxis = dict(title=ylabel, scaleanchor="x") if _equal_aspect(surface) else dict(title=ylabel)
     fig.update_layout(
-        title=f"Loss landscape: {_describe(surface) or 'plane'}",
+        title=dict(text=f"Loss landscape: {_describe(surface) or 'plane'}", y=0.97),
+        margin=dict(t=120),
         xaxis=dict(title=xlabel), yaxis=yaxis, template="plotly_white",
         updatemenus=[dict(type="buttons", direction="right", x=0.0, xanchor="left",
-                          y=1.12, yanchor="top", buttons=_view_buttons(views, 1))],
+                          y=1.02, yanchor="bottom", buttons=_view_buttons(views, 1))],
     )
     return fig
 

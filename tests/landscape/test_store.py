@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def test_file_records_the_full_configuration(three_ckpts, tmp_path):
     assert ident["bn"] == "recompute" and ident["dataset"] == "mnist1d"
     assert ident["grid"] == 4 and ident["margin"] == 0.2 and ident["bn_batch_size"] == 128
     assert ident["train_subset"] == 200 and ident["splits"] == ["train", "test"]
+    assert s.splits == ["train", "test"]  # in the order asked for, not HDF5's alphabetical one
     assert [c["name"] for c in ident["checkpoints"]] == ["A", "B", "C"]
     assert all(len(c["sha256"]) == 64 for c in ident["checkpoints"])
     runtime = s.config["runtime"]
@@ -84,25 +86,32 @@ def test_interrupted_run_resumes_to_identical_arrays(three_ckpts, tmp_path, monk
         np.testing.assert_array_equal(resumed.acc(split), full.acc(split))
 
 
-def test_killed_cli_run_resumes_to_identical_arrays(three_ckpts, tmp_path):
-    args = [sys.executable, "-m", "cli", "plane", *map(str, three_ckpts), "--grid", "5",
-            "--train-subset", "300", "--test-subset", "200", "--engine", "loop",
-            "--group-size", "2", "--no-plots"]
-    subprocess.run([*args, "--out", str(tmp_path / "full"), "--quiet"], check=True,
-                   capture_output=True)
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE)
-    seen = b""
-    deadline = time.time() + 120
-    while b" 6/25" not in seen and b" 7/25" not in seen and time.time() < deadline:
-        chunk = os.read(proc.stderr.fileno(), 256)
+def _kill_after(proc: subprocess.Popen, points: int, total: int) -> None:
+    """SIGKILL ``proc`` once its progress bar reports at least ``points`` of ``total``."""
+    seen, deadline = b"", time.time() + 120
+    while time.time() < deadline:
+        chunk = os.read(proc.stderr.fileno(), 4096)
         if not chunk:
             break
         seen += chunk
+        done = [int(n) for n in re.findall(rb"(\d+)/%d" % total, seen)]
+        if done and max(done) >= points:
+            break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {seen[-300:]!r}"
+
+
+def test_killed_cli_run_resumes_to_identical_arrays(three_ckpts, tmp_path):
+    args = [sys.executable, "-m", "cli", "plane", *map(str, three_ckpts), "--grid", "7",
+            "--train-subset", "300", "--test-subset", "200", "--engine", "loop",
+            "--group-size", "1", "--no-plots"]
+    subprocess.run([*args, "--out", str(tmp_path / "full"), "--quiet"], check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE)
+    _kill_after(proc, 5, 49)
     part = read_surface(tmp_path / "killed" / "plane.h5")
-    assert 0 < part.done.sum() < 25
+    assert 0 < part.done.sum() < 49
     subprocess.run([*args, "--out", str(tmp_path / "killed"), "--quiet"], check=True,
                    capture_output=True)
     full, resumed = (read_surface(tmp_path / d / "plane.h5") for d in ("full", "killed"))
