@@ -61,6 +61,7 @@ class _Payload:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     payload = _Payload()
