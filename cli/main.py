@@ -9,17 +9,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from cli import ensemble as ensemble_cmd
 from cli import finetune as finetune_cmd
 from cli import info as info_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
+from cli import train as train_cmd
 from cli.common import Parser
 
-SUBCOMMANDS = (pretrain_cmd, finetune_cmd, plane_cmd, info_cmd)
+SUBCOMMANDS = (pretrain_cmd, finetune_cmd, train_cmd, ensemble_cmd, plane_cmd, info_cmd)
 
 EPILOG = """examples:
   landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --out pre.safetensors
   landscape finetune pre.safetensors --data mnist1d --epochs 10 --seed 1 --out m1.safetensors
+  landscape train --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/starsse
+  landscape ensemble runs/starsse --ood mnist1d-c
   landscape plane m1.safetensors m2.safetensors m3.safetensors
   landscape info runs/demo/plane.h5
 """

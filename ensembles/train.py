@@ -11,6 +11,7 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,21 +108,47 @@ def finetune(
 
 
 def _fit(model, meta, data, config, data_root, device, *, desc) -> TrainResult:
+    fitted = fit(model, data, config, data_root=data_root, device=device, desc=desc)
+    acc = evaluate_accuracy(fitted.model, load_dataset(data, "test", data_root), device)
+    return TrainResult(fitted.model.cpu(), meta, acc)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A trained copy of the model (eval mode) and the learning rate of every epoch."""
+
+    model: nn.Module
+    lrs: tuple[float, ...]
+    train_loss: float
+
+
+def fit(
+    model: nn.Module,
+    data: str,
+    config: TrainConfig,
+    *,
+    data_root: str | None = None,
+    device: str | torch.device = "cpu",
+    desc: str = "train",
+) -> FitResult:
+    """Train a copy of ``model`` for ``config.epochs`` epochs with a fresh SGD optimizer
+    (empty momentum) and the per-epoch cosine schedule from ``config.lr``."""
+    model = copy.deepcopy(model).to(device)
     train_set = load_dataset(data, "train", data_root, train_transform=True)
-    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.wd)
     gen = torch.Generator().manual_seed(config.seed)
+    lrs, loss = [], float("nan")
     with progress(total=config.epochs, desc=desc, unit="epoch") as bar:
         for epoch in range(1, config.epochs + 1):
+            lr = cosine_lr(config.lr, epoch, config.epochs)
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(config.lr, epoch, config.epochs)
+                group["lr"] = lr
+            lrs.append(lr)
             loss = train_epoch(model, opt, _batches(train_set, config.batch_size, gen, device))
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.4g}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}")
             bar.update(1)
-    model.eval()
-    acc = evaluate_accuracy(model, load_dataset(data, "test", data_root), device)
-    return TrainResult(model.cpu(), meta, acc)
+    return FitResult(model.eval(), tuple(lrs), loss)
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches) -> float:
@@ -164,3 +191,13 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device, batch_size: in
         logits = model(x[start : start + batch_size].to(device))
         correct += int((logits.argmax(-1).cpu() == y[start : start + batch_size]).sum())
     return 100.0 * correct / len(y)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, dataset: Dataset, device, batch_size: int = 1024) -> np.ndarray:
+    """(N, C) float32 softmax probabilities, rows in dataset order (model in eval mode)."""
+    model.eval()
+    x, _ = as_tensors(dataset)
+    out = [torch.softmax(model(x[s : s + batch_size].to(device)).float(), -1).cpu()
+           for s in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)

@@ -8,6 +8,7 @@ Example:
     >>> write_html(plane_figure(surface), "plane.html")
 """
 
+from viz.ensembles import plot_size_curves
 from viz.plane import log_levels, plane_figure, plot_plane, save_figure, write_html
 
-__all__ = ["log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]
+__all__ = ["plot_size_curves", "log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]

@@ -21,7 +21,7 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "plane", "info"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "train", "ensemble", "plane", "info"])
 def test_help_has_examples(capsys, command):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

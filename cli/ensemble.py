@@ -1,0 +1,90 @@
+"""``landscape ensemble``: judge ensemble runs by ensemble size.
+
+For every size 1..K: accuracy, NLL, ECE (15 bins), Brier, mean member accuracy, diversity
+(100 * mean over pairs of disagreement / max(err1, err2)) and the uniform soup's accuracy (BN
+recomputed on the train split); with --ood, the same on a corrupted test set. Prints the table
+and writes DIR/ensemble.csv, ensemble.json and ensemble.png (quality against size, all runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from cli.common import add_device
+
+EXAMPLES = """examples:
+  landscape ensemble runs/local-de runs/sse runs/starsse --out runs/compare
+  landscape ensemble runs/starsse --ood mnist1d-c
+  landscape ensemble runs/r50-starsse --ood cifar100c:~/data/CIFAR-100-C --data-root ~/data
+"""
+
+COLUMNS = ("size", "accuracy", "nll", "ece", "brier", "member_accuracy", "diversity",
+           "soup_accuracy", "ood_accuracy", "ood_soup_accuracy")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ensemble", help="ensemble metrics, diversity, soups and OOD by size",
+                       description=__doc__, epilog=EXAMPLES)
+    p.add_argument("runs", nargs="+", help="run directories written by `landscape train`")
+    p.add_argument("--out", default="ensemble-report", help="output directory")
+    p.add_argument("--ood", default=None, help="mnist1d-c or cifar100c:PATH")
+    p.add_argument("--no-soups", action="store_true", help="skip the uniform soups")
+    p.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ensembles.evaluate import evaluate
+    from landscape import resolve_device
+    from viz import plot_size_curves, save_figure
+
+    device = resolve_device(args.device)
+    reports = [evaluate(r, soups=not args.no_soups, ood=args.ood, data_root=args.data_root,
+                        device=device) for r in args.runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [rec for rep in reports for rec in rep.table()]
+    for rep in reports:
+        print(_format(rep.name, rep.method, rep.table()))
+    _write_csv(out / "ensemble.csv", records)
+    (out / "ensemble.json").write_text(json.dumps(
+        {"runs": [_json(rep) for rep in reports], "ood": args.ood}, indent=2))
+    series = {rep.name: {k: [r[k] for r in rep.table() if k in r]
+                         for k in ("accuracy", "soup_accuracy", "ood_accuracy",
+                                   "ood_soup_accuracy")}
+              for rep in reports}
+    save_figure(plot_size_curves(series, ("accuracy", "soup_accuracy", "ood_accuracy",
+                                          "ood_soup_accuracy")), out / "ensemble.png")
+    print(f"wrote {out}/ensemble.csv, ensemble.json, ensemble.png")
+    return 0
+
+
+def _format(name: str, method: str, table: list[dict]) -> str:
+    cols = [c for c in COLUMNS if c in table[0]]
+    widths = [max(8, len(c)) for c in cols]
+    lines = [f"{name} ({method})", "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
+    for rec in table:
+        lines.append("  ".join(f"{rec[c]:>{w}.4g}" if c != "size" else f"{rec[c]:>{w}d}"
+                               for c, w in zip(cols, widths)))
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, records: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for rec in records for k in rec))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _json(rep) -> dict:
+    from dataclasses import asdict
+
+    doc = asdict(rep)
+    doc["table"] = rep.table()
+    return doc

@@ -1,0 +1,309 @@
+"""Training an ensemble into a run directory (design.md, "Training" and the run contract).
+
+A run directory holds ``manifest.json`` (method, hyperparameters, members in order, seeds,
+versions), one checkpoint per member (``member-<i>.safetensors``) and each member's test-set
+probabilities (``member-<i>.test-probs.npy``, float32, rows in test-set order). Members are
+written as they finish; rerunning the same configuration continues where it stopped and never
+retrains a finished member.
+
+Methods (members numbered from 1; member i uses seed ``seed + i - 1``):
+
+- ``local-de``: K fine-tunes of one pre-trained checkpoint.
+- ``global-de``: K fine-tunes, member i from the i-th pre-trained checkpoint.
+- ``sse``: member 1 fine-tuned for E epochs at ``lr``; member i >= 2 continues from member i-1
+  for F epochs, the cosine restarting at ``cycle_lr``, with a fresh optimizer.
+- ``starsse``: member 1 as in SSE; every member i >= 2 starts from member 1 (weights and BN
+  buffers) with a fresh optimizer and runs one cycle of F epochs at ``cycle_lr``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ensembles.train import TrainConfig, fit, predict_probs
+from landscape.checkpoint import (
+    Checkpoint,
+    CheckpointMeta,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
+from landscape.data import dataset_info, load_dataset
+from landscape.errors import UserError
+from landscape.models import reset_head
+
+METHODS = ("local-de", "global-de", "sse", "starsse")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides an ensemble run's members."""
+
+    method: str
+    pretrained: tuple[str, ...]
+    data: str
+    members: int
+    epochs: int
+    lr: float
+    wd: float = 5e-4
+    cycle_epochs: int | None = None
+    cycle_lr: float | None = None
+    seed: int = 0
+    batch_size: int = 128
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if not isinstance(self.members, int) or self.members < 1:
+            raise UserError(f"members must be a positive integer, got {self.members!r}")
+        if not self.pretrained:
+            raise UserError("a run needs --pretrained CHECKPOINT")
+        if self.method == "global-de" and len(self.pretrained) != self.members:
+            raise UserError(f"global-de trains one member per pre-trained checkpoint: got "
+                            f"{len(self.pretrained)} checkpoints for {self.members} members")
+        if self.method != "global-de" and len(self.pretrained) != 1:
+            raise UserError(f"{self.method} starts from one pre-trained checkpoint, got "
+                            f"{len(self.pretrained)}")
+        if self.method in ("sse", "starsse"):
+            if self.cycle_epochs is None or self.cycle_lr is None:
+                raise UserError(f"{self.method} needs --cycle-epochs F and --cycle-lr LR")
+            TrainConfig(epochs=self.cycle_epochs, lr=self.cycle_lr, wd=self.wd)  # validates
+        TrainConfig(epochs=self.epochs, lr=self.lr, wd=self.wd, batch_size=self.batch_size)
+
+    def member_plan(self, index: int) -> "MemberPlan":
+        """Where member ``index`` (1-based) starts and how it trains."""
+        seed = self.seed + index - 1
+        if self.method == "global-de":
+            return MemberPlan(index, f"pretrained:{index - 1}", self.epochs, self.lr, seed, True)
+        if self.method == "local-de" or index == 1:
+            return MemberPlan(index, "pretrained:0", self.epochs, self.lr, seed, True)
+        start = index - 1 if self.method == "sse" else 1
+        return MemberPlan(index, f"member:{start}", self.cycle_epochs, self.cycle_lr, seed, False)
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """Member ``index`` starts from ``start`` (``pretrained:<i>`` or ``member:<j>``) and trains
+    ``epochs`` epochs of cosine from ``lr``; fine-tunes from a pre-trained model get a new head."""
+
+    index: int
+    start: str
+    epochs: int
+    lr: float
+    seed: int
+    new_head: bool
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished (or partial) run directory, read back."""
+
+    path: Path
+    config: RunConfig
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+    def checkpoint_path(self, index: int) -> Path:
+        return self.path / f"member-{index}.safetensors"
+
+    def probs_path(self, index: int) -> Path:
+        return self.path / f"member-{index}.test-probs.npy"
+
+    def test_probs(self) -> list[np.ndarray]:
+        return [np.load(self.probs_path(m["index"])) for m in self.members]
+
+
+def train(
+    config: RunConfig,
+    out: str | os.PathLike,
+    *,
+    data_root: str | None = None,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    only: Sequence[int] | None = None,
+) -> Run:
+    """Train (or finish) the ensemble described by ``config`` into the run directory ``out``.
+
+    Args:
+        config: method and hyperparameters.
+        out: the run directory; an existing one with the same configuration is resumed.
+        data_root: where the dataset lives.
+        device: where training runs.
+        overwrite: discard an existing run with another configuration.
+        only: train just these members (for parallel workers); the others must be trained
+            elsewhere (their starting points are read from ``out``).
+
+    Returns:
+        The run, read back from ``out``.
+
+    Example:
+        >>> cfg = RunConfig("starsse", ("pre.safetensors",), "mnist1d", members=5, epochs=10,
+        ...                 lr=0.02, cycle_epochs=5, cycle_lr=0.04)
+        >>> run = train(cfg, "runs/starsse")
+    """
+    out = Path(out)
+    manifest = _open_manifest(out, config, overwrite)
+    pretrained = [load_checkpoint(p) for p in config.pretrained]
+    info = dataset_info(config.data)
+    test_set = load_dataset(config.data, "test", data_root)
+    for index in range(1, config.members + 1):
+        if only is not None and index not in only:
+            continue
+        if _finished(out, manifest, index):
+            continue
+        plan = config.member_plan(index)
+        start = _start_checkpoint(plan, pretrained, out, config)
+        model = _train_member(plan, start, config, info.num_classes, data_root, device)
+        meta = CheckpointMeta(
+            start.meta.arch, info.num_classes, dict(start.meta.arch_kwargs), config.data,
+            method=config.method, member=index, seed=plan.seed, epochs=plan.epochs,
+            parent=start.sha256, extra={"lr": plan.lr, "start": plan.start},
+        )
+        probs = predict_probs(model.model, test_set, device)
+        sha = save_checkpoint(model.model.cpu(), out / f"member-{index}.safetensors", meta)
+        _save_npy(out / f"member-{index}.test-probs.npy", probs)
+        manifest["members"][str(index)] = {
+            "index": index, "file": f"member-{index}.safetensors", "sha256": sha,
+            "probs": f"member-{index}.test-probs.npy", "start": plan.start, "seed": plan.seed,
+            "epochs": plan.epochs, "lr": plan.lr, "lrs": list(model.lrs),
+            "test_acc": _acc(probs, test_set),
+        }
+        _write_manifest(out, manifest)
+    return read_run(out)
+
+
+def _train_member(plan: MemberPlan, start: Checkpoint, config: RunConfig, num_classes: int,
+                  data_root, device):
+    model = start.model
+    if plan.new_head:
+        import copy
+
+        model = copy.deepcopy(model)
+        reset_head(model, num_classes, seed=plan.seed)
+    tc = TrainConfig(epochs=plan.epochs, lr=plan.lr, wd=config.wd, momentum=config.momentum,
+                     batch_size=config.batch_size, seed=plan.seed)
+    return fit(model, config.data, tc, data_root=data_root, device=device,
+               desc=f"{config.method} member {plan.index}/{config.members}")
+
+
+def _start_checkpoint(plan: MemberPlan, pretrained: list[Checkpoint], out: Path,
+                      config: RunConfig) -> Checkpoint:
+    kind, _, ref = plan.start.partition(":")
+    if kind == "pretrained":
+        return pretrained[int(ref)]
+    path = out / f"member-{ref}.safetensors"
+    if not path.exists():
+        raise UserError(f"member {plan.index} starts from member {ref}, which is not trained "
+                        f"yet in {out}; train it first")
+    return load_checkpoint(path)
+
+
+def _acc(probs: np.ndarray, dataset) -> float:
+    from landscape.data import as_tensors
+
+    _, labels = as_tensors(dataset)
+    return 100.0 * float(np.mean(probs.argmax(1) == labels.numpy()))
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    doc = asdict(config)
+    for p in config.pretrained:
+        if not Path(p).is_file():
+            raise UserError(f"pre-trained checkpoint {p} does not exist")
+    doc["pretrained"] = [{"path": str(p), "sha256": file_sha256(p)} for p in config.pretrained]
+    return doc
+
+
+def _open_manifest(out: Path, config: RunConfig, overwrite: bool) -> dict[str, Any]:
+    identity = _identity(config)
+    path = out / MANIFEST
+    if path.exists() and not overwrite:
+        manifest = _read_manifest_file(path)
+        if _comparable(manifest["config"]) != _comparable(identity):
+            key = next(k for k in identity if manifest["config"].get(k) != identity[k])
+            raise UserError(f"{out} holds a run with another configuration ({key}: "
+                            f"{manifest['config'].get(key)!r} there, {identity[key]!r} now); "
+                            "pass --overwrite to replace it, or choose another --out")
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for f in out.glob("member-*"):
+            f.unlink()
+    manifest = {"format_version": FORMAT_VERSION, "kind": "ensemble-run",
+                "method": config.method, "config": identity, "members": {},
+                "versions": _versions()}
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints are matched by content, not by the path they were given with."""
+    doc = dict(identity)
+    doc["pretrained"] = [p["sha256"] for p in identity["pretrained"]]
+    return doc
+
+
+def _finished(out: Path, manifest: dict[str, Any], index: int) -> bool:
+    entry = manifest["members"].get(str(index))
+    return (entry is not None and (out / entry["file"]).exists()
+            and (out / entry["probs"]).exists())
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, out / MANIFEST)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _read_manifest_file(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a readable run manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "ensemble-run":
+        raise UserError(f"{path} is not an ensemble run manifest")
+    return manifest
+
+
+def _versions() -> dict[str, str]:
+    import landscape
+
+    return {"landscape": landscape.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a run directory's manifest (members in order).
+
+    Raises:
+        UserError: no manifest, or not a run directory of this toolkit.
+    """
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise UserError(f"{path} is not a run directory (no {MANIFEST}); train one with "
+                        "`landscape train`")
+    manifest = _read_manifest_file(path / MANIFEST)
+    cfg = dict(manifest["config"])
+    cfg["pretrained"] = tuple(p["path"] for p in cfg["pretrained"])
+    members = [manifest["members"][k] for k in sorted(manifest["members"], key=int)]
+    return Run(path, RunConfig(**cfg), members)
