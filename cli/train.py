@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   landscape train --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/starsse
   landscape train --method sse --pretrained pre.safetensors --members 5 --epochs 10 --lr 0.02 \\
       --cycle-epochs 5 --cycle-lr 0.2 --out runs/sse-semilocal
+  torchrun --nproc-per-node 2 -m cli train --method local-de --pretrained pre.safetensors --out runs/ld
   landscape train --method global-de --pretrained p1.safetensors p2.safetensors p3.safetensors \\
       --members 3 --epochs 10 --lr 0.02 --out runs/global-de
 """
@@ -70,12 +71,23 @@ def settings(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ensembles.run import RunConfig, train
     from landscape import resolve_device
+    from landscape.distributed import init_from_env, local_device, shutdown
 
     s = settings(args)
-    fetch_data(args, s["data"])
     config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed, **s)
-    result = train(config, args.out, data_root=args.data_root,
-                   device=resolve_device(args.device), overwrite=args.overwrite)
+    device = resolve_device(args.device)
+    group = init_from_env(device)
+    device = local_device(device, group)
+    if group.is_main:
+        fetch_data(args, s["data"])
+    group.barrier()
+    try:
+        result = train(config, args.out, data_root=args.data_root, device=device,
+                       overwrite=args.overwrite, group=group)
+    finally:
+        shutdown()
+    if not group.is_main:
+        return 0
     for m in result.members:
         print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs at lr {m['lr']:g}, "
               f"test acc {m['test_acc']:.2f}%")

@@ -38,6 +38,7 @@ from landscape.checkpoint import (
     save_checkpoint,
 )
 from landscape.data import dataset_info, load_dataset
+from landscape.distributed import Group
 from landscape.errors import UserError
 from landscape.models import reset_head
 
@@ -81,6 +82,15 @@ class RunConfig:
                 raise UserError(f"{self.method} needs --cycle-epochs F and --cycle-lr LR")
             TrainConfig(epochs=self.cycle_epochs, lr=self.cycle_lr, wd=self.wd)  # validates
         TrainConfig(epochs=self.epochs, lr=self.lr, wd=self.wd, batch_size=self.batch_size)
+
+    def phases(self) -> list[list[int]]:
+        """Members in dependency order: members of one phase are independent of each other."""
+        k = self.members
+        if self.method in ("local-de", "global-de"):
+            return [list(range(1, k + 1))]
+        if self.method == "starsse":
+            return [[1], list(range(2, k + 1))] if k > 1 else [[1]]
+        return [[i] for i in range(1, k + 1)]  # sse: each cycle needs the previous snapshot
 
     def member_plan(self, index: int) -> "MemberPlan":
         """Where member ``index`` (1-based) starts and how it trains."""
@@ -131,7 +141,7 @@ def train(
     data_root: str | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
-    only: Sequence[int] | None = None,
+    group: Group = Group(),
 ) -> Run:
     """Train (or finish) the ensemble described by ``config`` into the run directory ``out``.
 
@@ -141,8 +151,9 @@ def train(
         data_root: where the dataset lives.
         device: where training runs.
         overwrite: discard an existing run with another configuration.
-        only: train just these members (for parallel workers); the others must be trained
-            elsewhere (their starting points are read from ``out``).
+        group: under torchrun, this process's place among the workers
+            (``landscape.distributed.init_from_env()``); independent members are shared
+            round-robin, each trained exactly as one process would.
 
     Returns:
         The run, read back from ``out``.
@@ -153,34 +164,46 @@ def train(
         >>> run = train(cfg, "runs/starsse")
     """
     out = Path(out)
-    manifest = _open_manifest(out, config, overwrite)
+    if group.is_main:
+        _open_manifest(out, config, overwrite)
+    group.barrier()
+    _check_manifest(out, config)
     pretrained = [load_checkpoint(p) for p in config.pretrained]
-    info = dataset_info(config.data)
     test_set = load_dataset(config.data, "test", data_root)
-    for index in range(1, config.members + 1):
-        if only is not None and index not in only:
-            continue
-        if _finished(out, manifest, index):
-            continue
-        plan = config.member_plan(index)
-        start = _start_checkpoint(plan, pretrained, out, config)
-        model = _train_member(plan, start, config, info.num_classes, data_root, device)
-        meta = CheckpointMeta(
-            start.meta.arch, info.num_classes, dict(start.meta.arch_kwargs), config.data,
-            method=config.method, member=index, seed=plan.seed, epochs=plan.epochs,
-            parent=start.sha256, extra={"lr": plan.lr, "start": plan.start},
-        )
-        probs = predict_probs(model.model, test_set, device)
-        sha = save_checkpoint(model.model.cpu(), out / f"member-{index}.safetensors", meta)
-        _save_npy(out / f"member-{index}.test-probs.npy", probs)
-        manifest["members"][str(index)] = {
-            "index": index, "file": f"member-{index}.safetensors", "sha256": sha,
-            "probs": f"member-{index}.test-probs.npy", "start": plan.start, "seed": plan.seed,
-            "epochs": plan.epochs, "lr": plan.lr, "lrs": list(model.lrs),
-            "test_acc": _acc(probs, test_set),
-        }
-        _write_manifest(out, manifest)
+    for phase in config.phases():
+        for index in group.share(phase):
+            if not _finished(out, index):
+                _member(config, config.member_plan(index), pretrained, test_set, out,
+                        data_root, device)
+                if group.world_size == 1:
+                    _collect(out)
+        group.barrier()
+        if group.is_main:
+            _collect(out)
+    group.barrier()
     return read_run(out)
+
+
+def _member(config: RunConfig, plan: "MemberPlan", pretrained, test_set, out: Path, data_root,
+            device) -> None:
+    """Train one member and write its checkpoint, test probabilities and record."""
+    num_classes = dataset_info(config.data).num_classes
+    start = _start_checkpoint(plan, pretrained, out, config)
+    fitted = _train_member(plan, start, config, num_classes, data_root, device)
+    meta = CheckpointMeta(
+        start.meta.arch, num_classes, dict(start.meta.arch_kwargs), config.data,
+        method=config.method, member=plan.index, seed=plan.seed, epochs=plan.epochs,
+        parent=start.sha256, extra={"lr": plan.lr, "start": plan.start},
+    )
+    probs = predict_probs(fitted.model, test_set, device)
+    i = plan.index
+    sha = save_checkpoint(fitted.model.cpu(), out / f"member-{i}.safetensors", meta)
+    _save_npy(out / f"member-{i}.test-probs.npy", probs)
+    record = {"index": i, "file": f"member-{i}.safetensors", "sha256": sha,
+              "probs": f"member-{i}.test-probs.npy", "start": plan.start, "seed": plan.seed,
+              "epochs": plan.epochs, "lr": plan.lr, "lrs": list(fitted.lrs),
+              "test_acc": _acc(probs, test_set)}
+    _write_json(out / f"member-{i}.json", record)  # last: marks the member finished
 
 
 def _train_member(plan: MemberPlan, start: Checkpoint, config: RunConfig, num_classes: int,
@@ -228,26 +251,37 @@ def _identity(config: RunConfig) -> dict[str, Any]:
     return doc
 
 
-def _open_manifest(out: Path, config: RunConfig, overwrite: bool) -> dict[str, Any]:
-    identity = _identity(config)
+def _open_manifest(out: Path, config: RunConfig, overwrite: bool) -> None:
+    """Create the run directory's manifest, or check that it matches ``config``."""
     path = out / MANIFEST
     if path.exists() and not overwrite:
-        manifest = _read_manifest_file(path)
-        if _comparable(manifest["config"]) != _comparable(identity):
-            key = next(k for k in identity if manifest["config"].get(k) != identity[k])
-            raise UserError(f"{out} holds a run with another configuration ({key}: "
-                            f"{manifest['config'].get(key)!r} there, {identity[key]!r} now); "
-                            "pass --overwrite to replace it, or choose another --out")
-        return manifest
+        _check_manifest(out, config)
+        return
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for f in out.glob("member-*"):
             f.unlink()
-    manifest = {"format_version": FORMAT_VERSION, "kind": "ensemble-run",
-                "method": config.method, "config": identity, "members": {},
-                "versions": _versions()}
-    _write_manifest(out, manifest)
-    return manifest
+    _write_json(path, {"format_version": FORMAT_VERSION, "kind": "ensemble-run",
+                       "method": config.method, "config": _identity(config), "members": [],
+                       "versions": _versions()})
+
+
+def _check_manifest(out: Path, config: RunConfig) -> None:
+    manifest = _read_manifest_file(out / MANIFEST)
+    identity = _identity(config)
+    if _comparable(manifest["config"]) != _comparable(identity):
+        key = next(k for k in identity
+                   if _comparable(manifest["config"]).get(k) != _comparable(identity)[k])
+        raise UserError(f"{out} holds a run with another configuration ({key}: "
+                        f"{manifest['config'].get(key)!r} there, {identity[key]!r} now); "
+                        "pass --overwrite to replace it, or choose another --out")
+
+
+def _collect(out: Path) -> None:
+    """Gather the finished members' records into the manifest, in member order."""
+    manifest = _read_manifest_file(out / MANIFEST)
+    manifest["members"] = read_run(out).members
+    _write_json(out / MANIFEST, manifest)
 
 
 def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
@@ -257,16 +291,15 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _finished(out: Path, manifest: dict[str, Any], index: int) -> bool:
-    entry = manifest["members"].get(str(index))
-    return (entry is not None and (out / entry["file"]).exists()
-            and (out / entry["probs"]).exists())
+def _finished(out: Path, index: int) -> bool:
+    return all((out / f"member-{index}{suffix}").exists()
+               for suffix in (".json", ".safetensors", ".test-probs.npy"))
 
 
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, out / MANIFEST)
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -305,5 +338,6 @@ def read_run(path: str | os.PathLike) -> Run:
     manifest = _read_manifest_file(path / MANIFEST)
     cfg = dict(manifest["config"])
     cfg["pretrained"] = tuple(p["path"] for p in cfg["pretrained"])
-    members = [manifest["members"][k] for k in sorted(manifest["members"], key=int)]
+    finished = [i for i in range(1, cfg["members"] + 1) if _finished(path, i)]
+    members = [json.loads((path / f"member-{i}.json").read_text()) for i in finished]
     return Run(path, RunConfig(**cfg), members)

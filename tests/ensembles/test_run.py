@@ -131,3 +131,25 @@ def test_other_configuration_is_refused(pre, tmp_path):
         RunConfig("snapshot", (pre,), **BASE)
     with pytest.raises(UserError, match="--cycle-epochs"):
         RunConfig("sse", (pre,), **BASE)
+
+
+def test_torchrun_with_two_processes_gives_the_same_members(pre, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train", "--method", "starsse", "--pretrained", pre, "--members", "3", "--epochs",
+            "1", "--cycle-epochs", "1", "--cycle-lr", "0.05", "--batch-size", "256", "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "cli", *args, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "cli", *args, "--out",
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    r1, r2 = read_run(tmp_path / "one"), read_run(tmp_path / "two")
+    assert [m["sha256"] for m in r1.members] == [m["sha256"] for m in r2.members]
+    assert len(r2.members) == 3
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert [m["index"] for m in manifest["members"]] == [1, 2, 3]
