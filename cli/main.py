@@ -14,10 +14,12 @@ from cli import finetune as finetune_cmd
 from cli import info as info_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
+from cli import sweep as sweep_cmd
 from cli import train as train_cmd
 from cli.common import Parser
 
-SUBCOMMANDS = (pretrain_cmd, finetune_cmd, train_cmd, ensemble_cmd, plane_cmd, info_cmd)
+SUBCOMMANDS = (pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd, plane_cmd,
+               info_cmd)
 
 EPILOG = """examples:
   landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --out pre.safetensors

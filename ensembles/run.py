@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

@@ -8,7 +8,7 @@ Example:
     >>> write_html(plane_figure(surface), "plane.html")
 """
 
-from viz.ensembles import plot_size_curves
+from viz.ensembles import plot_size_curves, plot_sweep_heatmap
 from viz.plane import log_levels, plane_figure, plot_plane, save_figure, write_html
 
-__all__ = ["plot_size_curves", "log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]
+__all__ = ["plot_size_curves", "plot_sweep_heatmap", "log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]

@@ -54,3 +54,36 @@ def plot_size_curves(
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=9)
     return fig
+
+
+def plot_sweep_heatmap(
+    values: np.ndarray,
+    row_values: Sequence[float],
+    col_values: Sequence[float],
+    *,
+    title: str = "ensemble accuracy (%)",
+    row_label: str = "cycle LR / base LR",
+    col_label: str = "cycle epochs / base epochs",
+) -> Figure:
+    """A heatmap of one number per sweep cell, annotated with the values (NaN left blank)."""
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(row_values), len(col_values)):
+        raise ValueError(f"values have shape {values.shape}, expected "
+                         f"({len(row_values)}, {len(col_values)})")
+    fig = Figure(figsize=(1.2 * len(col_values) + 2.4, 0.8 * len(row_values) + 1.6),
+                 layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(col_values)), [f"{v:g}" for v in col_values])
+    ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title)
+    finite = values[np.isfinite(values)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center",
+                    color="black" if v > mid else "white", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    return fig

@@ -1,0 +1,33 @@
+"""Renderers of ensemble quality against size and of sweep heatmaps."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from viz import plot_size_curves, plot_sweep_heatmap
+
+
+def test_size_curves_one_line_per_run_and_panel_per_metric():
+    before = plt.get_fignums()
+    series = {"local-de": {"accuracy": [90, 91, 92], "soup_accuracy": [90, 90.5, 91]},
+              "starsse": {"accuracy": [90, 92, 93]}}
+    fig = plot_size_curves(series, ("accuracy", "soup_accuracy", "ood_accuracy"))
+    assert len(fig.axes) == 2  # no run has OOD numbers: no third panel
+    acc_ax, soup_ax = fig.axes
+    assert len(acc_ax.lines) == 2 and len(soup_ax.lines) == 1
+    np.testing.assert_array_equal(acc_ax.lines[1].get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(acc_ax.lines[1].get_ydata(), [90, 92, 93])
+    assert plt.get_fignums() == before
+    with pytest.raises(ValueError, match="none of the runs"):
+        plot_size_curves(series, ("nll",))
+
+
+def test_sweep_heatmap_annotates_values():
+    values = np.array([[99.1, np.nan], [98.0, 97.5]])
+    fig = plot_sweep_heatmap(values, [0.5, 2], [1, 4])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["99.10", "98.00", "97.50"]
+    with pytest.raises(ValueError, match="shape"):
+        plot_sweep_heatmap(values, [0.5], [1, 4])
