@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def quick_members(out_dir: Path) -> list[Path]:
     """Pre-train mnist1d_cnn on MNIST-1D for 2 epochs, fine-tune 3 seeds for 2 epochs each."""
-    from ensembles.train import TrainConfig, finetune, pretrain
+    from ensembles.training import TrainConfig, finetune, pretrain
 
     pre = pretrain("mnist1d_cnn", "mnist1d", TrainConfig(epochs=2, lr=0.05, seed=0))
     save_checkpoint(pre.model, out_dir / "pre.safetensors", pre.meta)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ensembles.train import TrainConfig, fit, predict_probs
+from ensembles.training import TrainConfig, fit, predict_probs
 from landscape.checkpoint import (
     Checkpoint,
     CheckpointMeta,

@@ -11,4 +11,12 @@ Example:
 from viz.ensembles import plot_size_curves, plot_sweep_heatmap
 from viz.plane import log_levels, plane_figure, plot_plane, save_figure, write_html
 
-__all__ = ["plot_size_curves", "plot_sweep_heatmap", "log_levels", "plane_figure", "plot_plane", "save_figure", "write_html"]
+__all__ = [
+    "log_levels",
+    "plane_figure",
+    "plot_plane",
+    "plot_size_curves",
+    "plot_sweep_heatmap",
+    "save_figure",
+    "write_html",
+]

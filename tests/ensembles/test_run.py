@@ -11,7 +11,7 @@ import torch
 from conftest import make_model, meta
 
 from ensembles import run as run_mod
-from ensembles import train as train_mod
+from ensembles import training as train_mod
 from ensembles.run import RunConfig, read_run, train
 from landscape import UserError, load_checkpoint, save_checkpoint
 

@@ -26,7 +26,7 @@ def test_finetune_is_seeded_records_lineage_and_leaves_the_parent_alone(tmp_path
     pre = load_checkpoint(tmp_path / "pre.safetensors")
     before = {k: v.clone() for k, v in pre.model.state_dict().items()}
     seen_lrs = []
-    from ensembles import train as train_mod
+    from ensembles import training as train_mod
 
     original = train_mod.train_epoch
 
