@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from cli.common import add_data, add_device, finite_float, positive_int
+from cli.train import add_recipe
 
 EXAMPLES = """examples:
   landscape sweep --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/sweep
@@ -44,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wd", type=finite_float, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    add_recipe(p)
+    p.add_argument("--arch", default=None, help="architecture of a plain .pt pre-trained file")
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classes of a plain .pt pre-trained file's head")
     p.add_argument("--cycle-lr-ratios", type=_ratios, default=(0.25, 0.5, 1.0, 2.0, 4.0),
                    help="cycle LR / base LR (default 0.25,0.5,1,2,4)")
     p.add_argument("--cycle-epoch-ratios", type=_ratios, default=(0.5, 1.0, 2.0, 4.0),
@@ -64,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     s = settings(args)
     s.update(cycle_epochs=1, cycle_lr=s["lr"])  # placeholders: every cell sets its own
-    base = RunConfig(method=args.method, pretrained=(args.pretrained,), seed=args.seed, **s)
+    base = RunConfig(method=args.method, pretrained=(args.pretrained,), seed=args.seed,
+                     pretrained_arch=args.arch, pretrained_num_classes=args.num_classes, **s)
     res = sweep(base, args.cycle_lr_ratios, args.cycle_epoch_ratios, args.out, soups=args.soups,
                 data_root=args.data_root, device=resolve_device(args.device))
     out = Path(args.out)

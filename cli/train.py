@@ -23,7 +23,22 @@ EXAMPLES = """examples:
 """
 
 DEFAULTS = {"data": "mnist1d", "members": 5, "epochs": 10, "lr": 0.02, "wd": 5e-4,
-            "batch_size": 128, "cycle_epochs": None, "cycle_lr": None}
+            "batch_size": 128, "cycle_epochs": None, "cycle_lr": None, "optimizer": "sgd",
+            "warmup_epochs": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
+            "grad_clip": None, "amp": False}
+
+
+def add_recipe(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recipe (the transformer presets set these)")
+    g.add_argument("--optimizer", default=None, help="sgd (momentum 0.9, default) or adamw")
+    g.add_argument("--warmup-epochs", type=int, default=None,
+                   help="linear warm-up epochs before the cosine (fine-tunes only)")
+    g.add_argument("--label-smoothing", type=finite_float, default=None)
+    g.add_argument("--mixup", type=finite_float, default=None, help="mixup Beta alpha (0: off)")
+    g.add_argument("--cutmix", type=finite_float, default=None, help="cutmix Beta alpha (0: off)")
+    g.add_argument("--grad-clip", type=finite_float, default=None, help="max gradient norm")
+    g.add_argument("--amp", action="store_const", const=True, default=None,
+                   help="mixed precision (fp16 + grad scaler on GPU, bf16 on CPU)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="pre-trained checkpoint (global-de: one per member)")
     p.add_argument("--preset", default=None,
                    help="settings from a preset (mnist1d, byol-resnet50-cifar100, "
-                        "supervised-resnet50-cifar100, or a .toml path); flags override it")
+                        "supervised-resnet50-cifar100, swin-t-cifar100, or a .toml path); "
+                        "flags override it")
     add_data(p, default=None)
     p.add_argument("--members", type=positive_int, default=None, help="ensemble size K (5)")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -47,6 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycle-lr", type=finite_float, default=None,
                    help="SSE/StarSSE: learning rate at the start of each later cycle")
     p.add_argument("--seed", type=int, default=0, help="member i uses seed + i - 1 (default 0)")
+    add_recipe(p)
+    g = p.add_argument_group("plain .pt/.pth pre-trained state dicts (no metadata)")
+    g.add_argument("--arch", default=None, help="architecture, e.g. timm:resnet50")
+    g.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classes of the pre-trained head (e.g. 1000)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run directory trained with another configuration")
@@ -74,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from landscape.distributed import init_from_env, local_device, shutdown
 
     s = settings(args)
-    config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed, **s)
+    config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed,
+                       pretrained_arch=args.arch, pretrained_num_classes=args.num_classes, **s)
     device = resolve_device(args.device)
     group = init_from_env(device)
     device = local_device(device, group)

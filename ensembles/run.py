@@ -48,7 +48,12 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides an ensemble run's members."""
+    """Everything that decides an ensemble run's members.
+
+    ``pretrained_arch`` and ``pretrained_num_classes`` describe plain ``.pt`` state dicts given
+    as pre-trained checkpoints (``.safetensors`` files describe themselves). The recipe fields
+    (optimizer ... amp) are those of ``TrainConfig``.
+    """
 
     method: str
     pretrained: tuple[str, ...]
@@ -62,6 +67,15 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 128
     momentum: float = 0.9
+    optimizer: str = "sgd"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    grad_clip: float | None = None
+    amp: bool = False
+    pretrained_arch: str | None = None
+    pretrained_num_classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -80,7 +94,18 @@ class RunConfig:
             if self.cycle_epochs is None or self.cycle_lr is None:
                 raise UserError(f"{self.method} needs --cycle-epochs F and --cycle-lr LR")
             TrainConfig(epochs=self.cycle_epochs, lr=self.cycle_lr, wd=self.wd)  # validates
-        TrainConfig(epochs=self.epochs, lr=self.lr, wd=self.wd, batch_size=self.batch_size)
+        self.train_config(self.member_plan(1))  # validates the recipe
+
+    def train_config(self, plan: "MemberPlan") -> TrainConfig:
+        """The optimisation settings of one member. Warm-up applies to the E-epoch fine-tunes
+        only; later SSE/StarSSE cycles restart the cosine directly at ``cycle_lr``."""
+        return TrainConfig(
+            epochs=plan.epochs, lr=plan.lr, wd=self.wd, momentum=self.momentum,
+            batch_size=self.batch_size, seed=plan.seed, optimizer=self.optimizer,
+            warmup_epochs=self.warmup_epochs if plan.new_head else 0,
+            label_smoothing=self.label_smoothing, mixup=self.mixup, cutmix=self.cutmix,
+            grad_clip=self.grad_clip, amp=self.amp,
+        )
 
     def phases(self) -> list[list[int]]:
         """Members in dependency order: members of one phase are independent of each other."""
@@ -167,7 +192,9 @@ def train(
         _open_manifest(out, config, overwrite)
     group.barrier()
     _check_manifest(out, config)
-    pretrained = [load_checkpoint(p) for p in config.pretrained]
+    pretrained = [load_checkpoint(p, arch=config.pretrained_arch,
+                                  num_classes=config.pretrained_num_classes)
+                  for p in config.pretrained]
     test_set = load_dataset(config.data, "test", data_root)
     for phase in config.phases():
         for index in group.share(phase):
@@ -213,9 +240,7 @@ def _train_member(plan: MemberPlan, start: Checkpoint, config: RunConfig, num_cl
 
         model = copy.deepcopy(model)
         reset_head(model, num_classes, seed=plan.seed)
-    tc = TrainConfig(epochs=plan.epochs, lr=plan.lr, wd=config.wd, momentum=config.momentum,
-                     batch_size=config.batch_size, seed=plan.seed)
-    return fit(model, config.data, tc, data_root=data_root, device=device,
+    return fit(model, config.data, config.train_config(plan), data_root=data_root, device=device,
                desc=f"{config.method} member {plan.index}/{config.members}")
 
 

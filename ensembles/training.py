@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ensembles.recipe import Recipe, Stepper
 from ensembles.schedules import cosine_lr
 from landscape.checkpoint import Checkpoint, CheckpointMeta
 from landscape.data import ArrayDataset, as_tensors, dataset_info, load_dataset
@@ -27,7 +27,13 @@ from landscape.progress import progress
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings of one training run."""
+    """Optimisation settings of one training run.
+
+    The defaults are the paper's SGD recipe. The transformer recipe (Swin-T) adds
+    ``optimizer="adamw"``, ``warmup_epochs``, ``label_smoothing``, ``mixup``/``cutmix`` (Beta
+    alphas), ``grad_clip`` (max gradient norm) and ``amp`` (fp16 autocast with a gradient scaler
+    on GPU, bf16 autocast on CPU).
+    """
 
     epochs: int
     lr: float
@@ -35,6 +41,13 @@ class TrainConfig:
     momentum: float = 0.9
     batch_size: int = 128
     seed: int = 0
+    optimizer: str = "sgd"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    grad_clip: float | None = None
+    amp: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -45,6 +58,29 @@ class TrainConfig:
             raise UserError(f"wd must be >= 0, got {self.wd!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; expected one of "
+                            f"{', '.join(OPTIMIZERS)}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(f"warmup_epochs must be in 0..{self.epochs - 1}, "
+                            f"got {self.warmup_epochs!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise UserError("mixup and cutmix are Beta alphas: 0 (off) or positive")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise UserError(f"grad_clip must be positive, got {self.grad_clip!r}")
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """A fresh optimizer (empty state): SGD with momentum, or AdamW for transformer recipes."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.wd)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.wd)
 
 
 @dataclass(frozen=True)
@@ -135,32 +171,35 @@ def fit(
     (empty momentum) and the per-epoch cosine schedule from ``config.lr``."""
     model = copy.deepcopy(model).to(device)
     train_set = load_dataset(data, "train", data_root, train_transform=True)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.wd)
+    opt = make_optimizer(model, config)
+    recipe = Recipe(dataset_info(data).num_classes, config.label_smoothing, config.mixup,
+                    config.cutmix, config.grad_clip, config.amp)
+    stepper = Stepper(model, opt, recipe, torch.device(device), config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     lrs, loss = [], float("nan")
     with progress(total=config.epochs, desc=desc, unit="epoch") as bar:
         for epoch in range(1, config.epochs + 1):
-            lr = cosine_lr(config.lr, epoch, config.epochs)
+            lr = cosine_lr(config.lr, epoch, config.epochs, config.warmup_epochs)
             for group in opt.param_groups:
                 group["lr"] = lr
             lrs.append(lr)
-            loss = train_epoch(model, opt, _batches(train_set, config.batch_size, gen, device))
+            loss = train_epoch(model, opt, _batches(train_set, config.batch_size, gen, device),
+                               stepper)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}")
             bar.update(1)
     return FitResult(model.eval(), tuple(lrs), loss)
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches) -> float:
-    """One pass of SGD over ``batches``; returns the mean training loss."""
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches,
+                stepper: Stepper | None = None) -> float:
+    """One pass over ``batches`` (plain cross-entropy steps unless a recipe's ``stepper`` is
+    given); returns the mean training loss."""
     model.train()
+    if stepper is None:
+        stepper = Stepper(model, opt, Recipe(num_classes=0), torch.device("cpu"), 0)
     total, n = 0.0, 0
     for xb, yb in batches:
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(yb)
+        total += stepper.step(xb, yb) * len(yb)
         n += len(yb)
     return total / max(n, 1)
 

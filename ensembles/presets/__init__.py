@@ -14,7 +14,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _DIR = Path(__file__).parent
-FIELDS = ("data", "members", "epochs", "lr", "wd", "batch_size", "cycle_epochs", "cycle_lr")
+FIELDS = ("data", "members", "epochs", "lr", "wd", "batch_size", "cycle_epochs", "cycle_lr",
+          "optimizer", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "grad_clip", "amp")
 
 
 def preset_names() -> list[str]:

@@ -38,10 +38,10 @@ def test_cyclical_methods_follow_their_definition(pre, tmp_path, monkeypatch, me
         starts.append({k: v.clone() for k, v in model.state_dict().items()})
         return real_fit(model, *args, **kwargs)
 
-    def spy_epoch(model, opt, batches):
+    def spy_epoch(model, opt, batches, *rest):
         opt_states.append(len(opt.state))
         lrs.append(opt.param_groups[0]["lr"])
-        return real_epoch(model, opt, batches)
+        return real_epoch(model, opt, batches, *rest)
 
     monkeypatch.setattr(run_mod, "fit", spy_fit)
     monkeypatch.setattr(train_mod, "train_epoch", spy_epoch)

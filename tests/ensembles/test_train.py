@@ -30,9 +30,9 @@ def test_finetune_is_seeded_records_lineage_and_leaves_the_parent_alone(tmp_path
 
     original = train_mod.train_epoch
 
-    def spy(model, opt, batches):
+    def spy(model, opt, batches, *rest):
         seen_lrs.append(opt.param_groups[0]["lr"])
-        return original(model, opt, batches)
+        return original(model, opt, batches, *rest)
 
     monkeypatch.setattr(train_mod, "train_epoch", spy)
     cfg = TrainConfig(epochs=2, lr=0.05, seed=3, batch_size=256)
