@@ -24,8 +24,8 @@ from landscape.data import SPLITS, as_tensors, dataset_info, load_dataset, subse
 from landscape.engine import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout, PlaneBasis, axis, random_basis, three_point_basis
-from landscape.progress import progress
 from landscape.results import PointInfo, Surface
+from landscape.runner import run_points
 from landscape.store import FORMAT_VERSION, SurfaceStore, read_surface
 
 MAX_GRID = 1001
@@ -165,7 +165,12 @@ def plane(
                     store.close()
                     Path(out).unlink(missing_ok=True)
                 raise
-            _run(store, evaluator, basis, x, y, todo, _buffer_fn(ckpts, basis, policy), config)
+            bufs = _buffer_fn(ckpts, basis, policy)
+            run_points(store, evaluator, todo,
+                       lambda ji: basis.point(float(x[ji[1]]), float(y[ji[0]])),
+                       None if bufs is None else lambda ji: bufs(float(x[ji[1]]), float(y[ji[0]])),
+                       engine=config.engine, group_size=config.group_size or 8,
+                       total=len(x) * len(y), desc="plane")
     return read_surface(out)
 
 
@@ -275,37 +280,6 @@ def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalDa
             tensors[split] = (x.to(device), y.to(device))
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
     return EvalData({s: tensors[s] for s in config.splits}, bn_inputs)
-
-
-def _run(store, evaluator, basis, x, y, todo, buffers, config: PlaneConfig) -> None:
-    k = config.group_size or 8
-    groups = [todo[i : i + k] for i in range(0, len(todo), k)]
-    path = _choose_path(store, evaluator, basis, x, y, groups[0], buffers, config)
-    total = len(x) * len(y)
-    with progress(total=total, initial=total - len(todo), desc="plane", unit="pt") as bar:
-        for group in groups:
-            xy = torch.tensor([[x[i], y[j]] for j, i in group], dtype=torch.float64)
-            weights = basis.points(xy)
-            bufs = None if buffers is None else [buffers(x[i], y[j]) for j, i in group]
-            result = evaluator.evaluate(weights, bufs, path=path)
-            store.write(group, result.metrics)
-            bar.update(len(group))
-
-
-def _choose_path(store, evaluator, basis, x, y, group, buffers, config) -> str:
-    if config.engine != "auto":
-        store.set_runtime("engine", {"path": config.engine, "chosen_by": "user"})
-        return config.engine
-    previous = store.config["runtime"].get("engine")
-    if previous and previous.get("chosen_by") == "measured":  # a resumed run keeps its choice
-        return previous["path"]
-    xy = torch.tensor([[x[i], y[j]] for j, i in group], dtype=torch.float64)
-    bufs = None if buffers is None else [buffers(x[i], y[j]) for j, i in group]
-    choice = evaluator.choose_path(basis.points(xy), bufs)
-    store.set_runtime("engine", {"path": choice.path, "chosen_by": "measured",
-                                 "seconds_per_point": choice.seconds_per_point,
-                                 "note": choice.note})
-    return choice.path
 
 
 # ----------------------------------------------------------------------------- config

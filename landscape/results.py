@@ -59,3 +59,41 @@ class Surface:
     def error(self, split: str) -> np.ndarray:
         """Error in percent (100 - accuracy)."""
         return 100.0 - self.metrics[split]["acc"]
+
+
+@dataclass(frozen=True)
+class PathSet:
+    """Metrics along linear paths ``(1 - alpha) A + alpha B`` between pairs of checkpoints.
+
+    Attributes:
+        alpha: (n,) positions; 0 and 1 are the endpoints (values outside [0, 1] extend the path).
+        pairs: P pairs of indices into ``names``.
+        names: the checkpoints' names, in the order given.
+        metrics: ``metrics[split][name]`` is a (P, n) float64 array (``loss``, ``acc`` in %).
+        done: (P, n) bool mask of computed points.
+        config: the full configuration; path: the HDF5 file.
+    """
+
+    alpha: np.ndarray
+    pairs: list[tuple[int, int]]
+    names: list[str]
+    metrics: dict[str, dict[str, np.ndarray]]
+    done: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.metrics)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def pair_name(self, p: int) -> str:
+        i, j = self.pairs[p]
+        return f"{self.names[i]} -> {self.names[j]}"
+
+    def curve(self, p: int, split: str, metric: str) -> np.ndarray:
+        """(n,) values of ``metric`` (``loss`` or ``acc``) along pair ``p``."""
+        return self.metrics[split][metric][p]

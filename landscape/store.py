@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ import h5py
 import numpy as np
 
 from landscape.errors import UserError
-from landscape.results import PointInfo, Surface
+from landscape.results import PathSet, PointInfo, Surface
 
 FORMAT_VERSION = 1
 METRICS = ("loss", "acc")
 
 
-class SurfaceStore:
-    """An open surface file, created or resumed; write finished points with ``write``."""
+class GridStore:
+    """An open results file over a grid of points (a plane's (G, G), or paths' (P, n)),
+    created or resumed; write finished points with ``write``."""
 
     def __init__(self, file: h5py.File) -> None:
         self.file = file
@@ -44,28 +46,30 @@ class SurfaceStore:
         cls,
         path: str | os.PathLike,
         *,
-        x: np.ndarray,
-        y: np.ndarray,
+        kind: str,
+        axes: dict[str, np.ndarray],
+        shape: tuple[int, ...],
         splits: tuple[str, ...],
         config: dict[str, Any],
-        points: dict[str, PointInfo],
+        extras: Callable[[h5py.File], None] = lambda f: None,
         overwrite: bool = False,
-    ) -> "SurfaceStore":
-        """Create ``path``, or reopen it to resume when its identity matches ``config``'s.
+    ) -> "GridStore":
+        """Create ``path``, or reopen it to resume when its kind and identity match.
 
         Raises:
             UserError: the file holds a different configuration (and ``overwrite`` is False),
-                or is not a readable surface file.
+                or is not a readable results file of this kind.
         """
         path = Path(path)
         if path.exists() and not overwrite:
-            store = cls(_open_existing(path))
+            store = cls(_open_existing(path, kind))
             store._check_identity(path, config["identity"])
             store._update_runtime(config["runtime"])
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(path, "w")
-        _initialise(f, x, y, splits, config, points)
+        _initialise(f, kind, axes, shape, splits, config)
+        extras(f)
         f.flush()
         return cls(f)
 
@@ -98,65 +102,117 @@ class SurfaceStore:
         config["runtime"][key] = value
         self.file.attrs["config"] = json.dumps(config, sort_keys=True)
 
-    def missing(self) -> list[tuple[int, int]]:
-        """(j, i) indices of the points still to compute, in row-major order."""
+    def missing(self) -> list[tuple[int, ...]]:
+        """Indices of the points still to compute, in row-major order."""
         done = self.file["done"][...]
         return [tuple(int(v) for v in ji) for ji in np.argwhere(~done)]
 
-    def write(self, index: list[tuple[int, int]], metrics: dict[str, dict[str, np.ndarray]]) -> None:
+    def write(self, index: list[tuple[int, ...]], metrics: dict[str, dict[str, np.ndarray]]) -> None:
         """Store finished points (values first, then the done mask) and flush to disk."""
-        jj = np.array([j for j, _ in index])
-        ii = np.array([i for _, i in index])
         for split, values in metrics.items():
             for name in METRICS:
                 ds = self.file[f"metrics/{split}/{name}"]
-                for j, i, v in zip(jj, ii, values[name]):
-                    ds[j, i] = v
+                for idx, v in zip(index, values[name]):
+                    ds[idx] = v
         done = self.file["done"]
-        for j, i in zip(jj, ii):
-            done[j, i] = True
+        for idx in index:
+            done[idx] = True
         self.file.flush()
 
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
 
-    def __enter__(self) -> "SurfaceStore":
+    def __enter__(self) -> "GridStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _open_existing(path: Path) -> h5py.File:
+class SurfaceStore(GridStore):
+    """A plane's store: axes ``x``, ``y``; metrics (G, G); projected checkpoints in ``points``."""
+
+    @classmethod
+    def open(  # type: ignore[override]
+        cls,
+        path: str | os.PathLike,
+        *,
+        x: np.ndarray,
+        y: np.ndarray,
+        splits: tuple[str, ...],
+        config: dict[str, Any],
+        points: dict[str, PointInfo],
+        overwrite: bool = False,
+    ) -> "SurfaceStore":
+        def write_points(f: h5py.File) -> None:
+            for name, p in points.items():
+                ds = f.create_dataset(f"points/{name}", data=np.array([p.x, p.y]))
+                ds.attrs["residual"] = p.residual
+
+        return super().open(path, kind="surface", axes={"x": x, "y": y},
+                            shape=(len(y), len(x)), splits=splits, config=config,
+                            extras=write_points, overwrite=overwrite)
+
+
+class PathStore(GridStore):
+    """Linear paths' store: axis ``alpha`` (n,); metrics (P, n) for P pairs of checkpoints
+    listed in ``pairs`` (P, 2) as indices into the ``names`` attribute."""
+
+    @classmethod
+    def open(  # type: ignore[override]
+        cls,
+        path: str | os.PathLike,
+        *,
+        alpha: np.ndarray,
+        pairs: list[tuple[int, int]],
+        names: list[str],
+        splits: tuple[str, ...],
+        config: dict[str, Any],
+        overwrite: bool = False,
+    ) -> "PathStore":
+        def write_pairs(f: h5py.File) -> None:
+            f.create_dataset("pairs", data=np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
+            f.attrs["names"] = json.dumps(names)
+
+        return super().open(path, kind="paths", axes={"alpha": alpha},
+                            shape=(len(pairs), len(alpha)), splits=splits, config=config,
+                            extras=write_pairs, overwrite=overwrite)
+
+
+def _open_existing(path: Path, kind: str) -> h5py.File:
     try:
         f = h5py.File(path, "r+")
     except OSError as exc:
         raise UserError(
             f"{path} exists but is not a readable HDF5 file ({exc}); remove it or pass --overwrite"
         ) from None
-    if f.attrs.get("kind") != "surface" or "config" not in f.attrs:
+    if f.attrs.get("kind") != kind or "config" not in f.attrs:
         f.close()
-        raise UserError(f"{path} is not a surface file of this toolkit; pass --overwrite")
+        raise UserError(f"{path} is not a {kind} file of this toolkit; pass --overwrite")
     return f
 
 
-def _initialise(f, x, y, splits, config, points) -> None:
-    g = len(y), len(x)
-    f.attrs["kind"] = "surface"
+def _initialise(f, kind, axes, shape, splits, config) -> None:
+    f.attrs["kind"] = kind
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["config"] = json.dumps(config, sort_keys=True)
     for key, value in config["identity"].items():
         f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, type(None))) else value
-    f.create_dataset("x", data=np.asarray(x, dtype=np.float64))
-    f.create_dataset("y", data=np.asarray(y, dtype=np.float64))
+    for name, values in axes.items():
+        f.create_dataset(name, data=np.asarray(values, dtype=np.float64))
     for split in splits:
         for name in METRICS:
-            f.create_dataset(f"metrics/{split}/{name}", data=np.full(g, np.nan))
-    f.create_dataset("done", data=np.zeros(g, dtype=bool))
-    for name, p in points.items():
-        ds = f.create_dataset(f"points/{name}", data=np.array([p.x, p.y]))
-        ds.attrs["residual"] = p.residual
+            f.create_dataset(f"metrics/{split}/{name}", data=np.full(shape, np.nan))
+    f.create_dataset("done", data=np.zeros(shape, dtype=bool))
+
+
+def _ordered_metrics(f: h5py.File, config: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Metrics by split in the order the configuration asked for (HDF5 sorts names)."""
+    order = config.get("identity", {}).get("splits") or []
+    splits = sorted(f["metrics"], key=lambda s: (order.index(s) if s in order else 99, s))
+    return {split: {name: f[f"metrics/{split}/{name}"][...] for name in METRICS}
+            for split in splits}
 
 
 def read_surface(path: str | os.PathLike) -> Surface:
@@ -173,12 +229,7 @@ def read_surface(path: str | os.PathLike) -> Surface:
             if f.attrs.get("kind") != "surface":
                 raise UserError(f"{path} is not a surface file of this toolkit")
             config = json.loads(f.attrs["config"])
-            order = config.get("identity", {}).get("splits") or []
-            splits = sorted(f["metrics"], key=lambda s: (order.index(s) if s in order else 99, s))
-            metrics = {
-                split: {name: f[f"metrics/{split}/{name}"][...] for name in METRICS}
-                for split in splits
-            }
+            metrics = _ordered_metrics(f, config)
             points = {
                 name: PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
                 for name, ds in f.get("points", {}).items()
@@ -189,3 +240,26 @@ def read_surface(path: str | os.PathLike) -> Surface:
             )
     except (OSError, KeyError) as exc:
         raise UserError(f"{path} is not a readable surface file ({exc})") from None
+
+
+def read_paths(path: str | os.PathLike) -> PathSet:
+    """Read a paths file (complete or partial) into a ``PathSet``.
+
+    Raises:
+        UserError: the file is missing or not a paths file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"paths file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "paths":
+                raise UserError(f"{path} is not a paths file of this toolkit")
+            config = json.loads(f.attrs["config"])
+            return PathSet(
+                alpha=f["alpha"][...], pairs=[tuple(int(v) for v in p) for p in f["pairs"][...]],
+                names=json.loads(f.attrs["names"]), metrics=_ordered_metrics(f, config),
+                done=f["done"][...].astype(bool), config=config, path=path,
+            )
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path} is not a readable paths file ({exc})") from None
