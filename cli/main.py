@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from cli import ensemble as ensemble_cmd
 from cli import finetune as finetune_cmd
 from cli import info as info_cmd
+from cli import interp as interp_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
 from cli import sweep as sweep_cmd
@@ -19,7 +20,7 @@ from cli import train as train_cmd
 from cli.common import Parser
 
 SUBCOMMANDS = (pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd, plane_cmd,
-               info_cmd)
+               interp_cmd, info_cmd)
 
 EPILOG = """examples:
   landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --out pre.safetensors
@@ -27,6 +28,7 @@ EPILOG = """examples:
   landscape train --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/starsse
   landscape ensemble runs/starsse --ood mnist1d-c
   landscape plane m1.safetensors m2.safetensors m3.safetensors
+  landscape interp runs/starsse
   landscape info runs/demo/plane.h5
 """
 

@@ -271,7 +271,8 @@ def _identity(config: RunConfig) -> dict[str, Any]:
     for p in config.pretrained:
         if not Path(p).is_file():
             raise UserError(f"pre-trained checkpoint {p} does not exist")
-    doc["pretrained"] = [{"path": str(p), "sha256": file_sha256(p)} for p in config.pretrained]
+    doc["pretrained"] = [{"path": str(Path(p).resolve()), "sha256": file_sha256(p)}
+                         for p in config.pretrained]
     return doc
 
 

@@ -1,0 +1,162 @@
+"""``landscape interp``: loss and accuracy along straight lines between checkpoints, barriers,
+and the same-basin / different-basin label.
+
+For each pair (A, B): (1-a)A + aB on a grid of a over [0, 1] (optionally extended), train and
+test loss and accuracy, the loss and accuracy barriers with the a where each peaks, the label
+(same basin when the test accuracy barrier is below --threshold percentage points), the L2
+distance between A and B, and each model's distance from its pre-trained checkpoint over the
+backbone. Writes DIR/paths.h5 (resumable), report.md, report.csv, report.json, paths.png and,
+with --pairs all, barriers.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from cli.common import (
+    add_arch_for_pt,
+    add_data,
+    add_device,
+    csv_names,
+    fetch_data,
+    finite_float,
+    load_kwargs,
+    positive_int,
+)
+
+EXAMPLES = """examples:
+  landscape interp runs/sse                         # chain and star pairs of a run's members
+  landscape interp m1.safetensors m2.safetensors m3.safetensors --pairs all --out runs/interp
+  landscape interp a.safetensors b.safetensors --points 41 --extend 0.2 --bn interpolate
+  landscape interp m1.safetensors m2.safetensors --pretrained pre.safetensors --threshold 1.0
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from landscape.barriers import DEFAULT_THRESHOLD_PP
+
+    p = sub.add_parser("interp", help="linear paths, barriers and basin labels",
+                       description=__doc__, epilog=EXAMPLES)
+    p.add_argument("checkpoints", nargs="+", help="two or more checkpoints, or one run directory")
+    add_data(p)
+    p.add_argument("--out", default=None, help="output directory (default: interp-<names>)")
+    p.add_argument("--points", type=positive_int, default=21, help="points on [0, 1] (21)")
+    p.add_argument("--extend", type=finite_float, default=0.0,
+                   help="extend the path beyond both ends by this fraction (0)")
+    p.add_argument("--pairs", default=None,
+                   help="chain, star, all, or a comma list (default chain; chain,star for a run)")
+    p.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD_PP,
+                   help="same basin when the test accuracy barrier is below this many "
+                        f"percentage points (default {DEFAULT_THRESHOLD_PP})")
+    p.add_argument("--pretrained", nargs="*", default=[],
+                   help="pre-trained checkpoint(s) for distances (default: from the lineage)")
+    p.add_argument("--bn", default=None, help="recompute (default for BN models), interpolate, keep")
+    p.add_argument("--bn-batch-size", type=positive_int, default=128)
+    p.add_argument("--splits", type=csv_names, default=("train", "test"))
+    p.add_argument("--train-subset", type=positive_int, default=None)
+    p.add_argument("--test-subset", type=positive_int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds the subsets")
+    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--engine", default="auto", choices=("auto", "loop", "vmap"))
+    p.add_argument("--group-size", type=positive_int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device(p)
+    add_arch_for_pt(p)
+    p.set_defaults(run=run)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    """Checkpoint paths, pre-trained paths and the pair modes (a run directory expands)."""
+    first = Path(args.checkpoints[0])
+    if len(args.checkpoints) == 1 and first.is_dir():
+        from ensembles.run import read_run
+
+        run = read_run(first)
+        files = [str(run.checkpoint_path(m["index"])) for m in run.members]
+        # the run's pre-trained files serve the distances only: skip those no longer on disk
+        known = [p for p in run.config.pretrained if Path(p).is_file()]
+        return files, list(args.pretrained) or known, args.pairs or "chain,star"
+    return list(args.checkpoints), list(args.pretrained), args.pairs or "chain"
+
+
+def run(args: argparse.Namespace) -> int:
+    from landscape import load_checkpoint, resolve_device
+    from landscape.paths import PathConfig, interpolate, path_report
+
+    fetch_data(args, args.data)
+    files, pre_files, pairs = _inputs(args)
+    config = PathConfig(points=args.points, extend=args.extend, bn=args.bn,
+                        bn_batch_size=args.bn_batch_size, splits=args.splits,
+                        train_subset=args.train_subset, test_subset=args.test_subset,
+                        seed=args.seed, batch_size=args.batch_size, engine=args.engine,
+                        group_size=args.group_size)
+    ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
+    pretrained = [load_checkpoint(f, **{**load_kwargs(args), "num_classes": None, "arch": None})
+                  if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))
+                  for f in pre_files]
+    out = Path(args.out) if args.out else Path("interp-" + "-".join(Path(f).stem for f in files[:3]))
+    paths = interpolate(ckpts, out=out / "paths.h5", pairs=pairs, config=config, data=args.data,
+                        data_root=args.data_root, device=resolve_device(args.device),
+                        overwrite=args.overwrite)
+    report = path_report(paths, ckpts, threshold=args.threshold, pretrained=pretrained)
+    written = _write_reports(out, report, paths)
+    if not args.no_plots:
+        written += _plots(out, paths, report, "all" in pairs)
+    print(_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+FIELDS = ("a", "b", "acc_barrier_test", "acc_barrier_test_alpha", "acc_barrier_train",
+          "loss_barrier_test", "loss_barrier_train", "label", "distance", "a_from_pretrained",
+          "b_from_pretrained")
+
+
+def _markdown(report) -> str:
+    head = "| " + " | ".join(FIELDS) + " |\n|" + "---|" * len(FIELDS)
+    rows = ["| " + " | ".join(_fmt(getattr(r, f)) for f in FIELDS) + " |" for r in report]
+    return "\n".join([head, *rows])
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _write_reports(out: Path, report, paths) -> list[Path]:
+    records = [asdict(r) for r in report]
+    (out / "report.md").write_text(
+        f"# Linear paths ({paths.config['identity']['dataset']}, BN "
+        f"{paths.config['identity']['bn']}, threshold {report[0].threshold} pp)\n\n"
+        + _markdown(report) + "\n")
+    with open(out / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    doc = {"pairs": records, "alpha": paths.alpha.tolist(), "names": paths.names,
+           "curves": {paths.pair_name(p): {s: {m: paths.curve(p, s, m).tolist()
+                                               for m in ("loss", "acc")} for s in paths.splits}
+                      for p in range(len(paths.pairs))}}
+    (out / "report.json").write_text(json.dumps(doc, indent=2))
+    return [out / "paths.h5", out / "report.md", out / "report.csv", out / "report.json"]
+
+
+def _plots(out: Path, paths, report, matrix: bool) -> list[Path]:
+    import numpy as np
+
+    from viz import plot_barrier_matrix, plot_paths, save_figure
+
+    written = [save_figure(plot_paths(paths), out / "paths.png")]
+    if matrix:
+        n = len(paths.names)
+        m = np.full((n, n), np.nan)
+        index = {name: k for k, name in enumerate(paths.names)}
+        for r in report:
+            m[index[r.a], index[r.b]] = m[index[r.b], index[r.a]] = r.acc_barrier_test
+        written.append(save_figure(plot_barrier_matrix(paths.names, m), out / "barriers.png"))
+    return written
