@@ -31,3 +31,23 @@ def test_sweep_heatmap_annotates_values():
     assert texts == ["99.10", "98.00", "97.50"]
     with pytest.raises(ValueError, match="shape"):
         plot_sweep_heatmap(values, [0.5], [1, 4])
+
+
+def test_paths_and_barrier_matrix_renderers():
+    from landscape.results import PathSet
+    from viz import plot_barrier_matrix, plot_paths
+
+    alpha = np.linspace(0, 1, 5)
+    metrics = {s: {"loss": np.vstack([alpha, 1 - alpha]), "acc": np.vstack([90 + alpha, 95 - alpha])}
+               for s in ("train", "test")}
+    done = np.ones((2, 5), bool)
+    done[1, 2] = False
+    ps = PathSet(alpha, [(0, 1), (1, 2)], ["a", "b", "c"], metrics, done)
+    fig = plot_paths(ps)
+    assert len(fig.axes) == 4
+    line = fig.axes[3].lines[1]  # test accuracy, pair b -> c
+    assert line.get_label() == "b -> c"
+    assert np.isnan(line.get_ydata()[2]) and line.get_ydata()[0] == 95
+    m = np.array([[np.nan, 1.0, 2.0], [1.0, np.nan, 0.5], [2.0, 0.5, np.nan]])
+    texts = [t.get_text() for t in plot_barrier_matrix(["a", "b", "c"], m).axes[0].texts]
+    assert texts == ["1", "2", "1", "0.5", "2", "0.5"]
