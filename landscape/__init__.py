@@ -12,18 +12,31 @@ Example:
     >>> landscape.read_surface("runs/plane/plane.h5").loss("test")
 """
 
+from landscape.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
 from landscape.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
 from landscape.data import dataset_info, dataset_names, load_dataset
 from landscape.device import resolve_device
 from landscape.errors import UserError
 from landscape.models import create_model, model_names
+from landscape.paths import PairReport, PathConfig, interpolate, make_pairs, path_report
 from landscape.plane import PlaneConfig, plane
-from landscape.results import PointInfo, Surface
-from landscape.store import read_surface
+from landscape.results import PathSet, PointInfo, Surface
+from landscape.store import read_paths, read_surface
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_THRESHOLD_PP",
+    "Barrier",
+    "PairReport",
+    "PathConfig",
+    "PathSet",
+    "barrier",
+    "interpolate",
+    "make_pairs",
+    "path_report",
+    "read_paths",
+    "same_basin",
     "Checkpoint",
     "CheckpointMeta",
     "PlaneConfig",
