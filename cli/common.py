@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from typing import Any
 
@@ -99,3 +100,18 @@ def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
+
+
+@contextlib.contextmanager
+def process_group(device_spec: str):
+    """Resolve the device and, under torchrun, join the process group (one GPU per process);
+    yields (group, device) and leaves the group afterwards."""
+    from landscape import resolve_device
+    from landscape.distributed import init_from_env, local_device, shutdown
+
+    device = resolve_device(device_spec)
+    group = init_from_env(device)
+    try:
+        yield group, local_device(device, group)
+    finally:
+        shutdown()

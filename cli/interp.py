@@ -26,12 +26,14 @@ from cli.common import (
     finite_float,
     load_kwargs,
     positive_int,
+    process_group,
 )
 
 EXAMPLES = """examples:
   landscape interp runs/sse                         # chain and star pairs of a run's members
   landscape interp m1.safetensors m2.safetensors m3.safetensors --pairs all --out runs/interp
   landscape interp a.safetensors b.safetensors --points 41 --extend 0.2 --bn interpolate
+  torchrun --standalone --nproc-per-node 2 -m cli interp runs/sse
   landscape interp m1.safetensors m2.safetensors --pretrained pre.safetensors --threshold 1.0
 """
 
@@ -86,7 +88,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape import load_checkpoint, resolve_device
+    from landscape import load_checkpoint
     from landscape.paths import PathConfig, interpolate, path_report
 
     fetch_data(args, args.data)
@@ -101,9 +103,12 @@ def run(args: argparse.Namespace) -> int:
                   if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))
                   for f in pre_files]
     out = Path(args.out) if args.out else Path("interp-" + "-".join(Path(f).stem for f in files[:3]))
-    paths = interpolate(ckpts, out=out / "paths.h5", pairs=pairs, config=config, data=args.data,
-                        data_root=args.data_root, device=resolve_device(args.device),
-                        overwrite=args.overwrite)
+    with process_group(args.device) as (group, device):
+        paths = interpolate(ckpts, out=out / "paths.h5", pairs=pairs, config=config,
+                            data=args.data, data_root=args.data_root, device=device,
+                            overwrite=args.overwrite, group=group)
+    if not group.is_main:
+        return 0
     report = path_report(paths, ckpts, threshold=args.threshold, pretrained=pretrained)
     written = _write_reports(out, report, paths)
     if not args.no_plots:

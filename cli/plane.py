@@ -21,6 +21,7 @@ from cli.common import (
     finite_float,
     load_kwargs,
     positive_int,
+    process_group,
 )
 
 EXAMPLES = """examples:
@@ -28,6 +29,7 @@ EXAMPLES = """examples:
   landscape plane m1.safetensors m2.safetensors m3.safetensors --grid 31 --out runs/plane
   landscape plane m1.safetensors m2.safetensors m3.safetensors m4.safetensors   # m4 projected
   landscape plane m1.safetensors --seed 0 --range 1.0          # random filter-normalised plane
+  torchrun --standalone --nproc-per-node 4 -m cli plane m1.safetensors m2.safetensors m3.safetensors
   landscape plane a.pt b.pt c.pt --arch timm:resnet18 --num-classes 10 --data cifar10 --data-root ~/data
 """
 
@@ -81,7 +83,7 @@ def default_out(checkpoints: list[str], seed: int) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     fetch_data(args, args.data)
-    from landscape import PlaneConfig, load_checkpoint, plane, resolve_device
+    from landscape import PlaneConfig, load_checkpoint, plane
 
     config = PlaneConfig(
         grid=args.grid, margin=args.margin, range=args.range, bn=args.bn,
@@ -92,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]
     start = time.perf_counter()
-    surface = plane(ckpts, out=out / "plane.h5", config=config, data=args.data,
-                    data_root=args.data_root, device=resolve_device(args.device),
-                    overwrite=args.overwrite)
+    with process_group(args.device) as (group, device):
+        surface = plane(ckpts, out=out / "plane.h5", config=config, data=args.data,
+                        data_root=args.data_root, device=device, overwrite=args.overwrite,
+                        group=group)
+    if not group.is_main:
+        return 0
     elapsed = time.perf_counter() - start
     written = [out / "plane.h5"]
     if not args.no_plots:

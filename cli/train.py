@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_data, add_device, fetch_data, finite_float, positive_int
+from cli.common import add_data, add_device, fetch_data, finite_float, positive_int, process_group
 
 EXAMPLES = """examples:
   landscape train --method local-de --pretrained pre.safetensors --members 5 --epochs 10 --lr 0.02 --out runs/local-de
@@ -91,23 +91,16 @@ def settings(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ensembles.run import RunConfig, train
-    from landscape import resolve_device
-    from landscape.distributed import init_from_env, local_device, shutdown
 
     s = settings(args)
     config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed,
                        pretrained_arch=args.arch, pretrained_num_classes=args.num_classes, **s)
-    device = resolve_device(args.device)
-    group = init_from_env(device)
-    device = local_device(device, group)
-    if group.is_main:
-        fetch_data(args, s["data"])
-    group.barrier()
-    try:
+    with process_group(args.device) as (group, device):
+        if group.is_main:
+            fetch_data(args, s["data"])
+        group.barrier()
         result = train(config, args.out, data_root=args.data_root, device=device,
                        overwrite=args.overwrite, group=group)
-    finally:
-        shutdown()
     if not group.is_main:
         return 0
     for m in result.members:

@@ -22,6 +22,7 @@ from landscape.barriers import DEFAULT_THRESHOLD_PP, barrier, same_basin
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS
+from landscape.distributed import Group
 from landscape.engine import PATHS, GridEvaluator
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout
@@ -36,7 +37,7 @@ from landscape.plane import (
     common_dataset,
 )
 from landscape.results import PathSet
-from landscape.runner import run_points
+from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, PathStore, read_paths
 
 PAIR_MODES = ("chain", "star", "all")
@@ -121,6 +122,7 @@ def interpolate(
     data_root: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
+    group: Group = Group(),
 ) -> PathSet:
     """Evaluate linear paths between pairs of checkpoints into the HDF5 file ``out``.
 
@@ -129,7 +131,7 @@ def interpolate(
         out: the paths file (``.h5``); an existing one with the same configuration is resumed.
         pairs: ``chain``, ``star``, ``all`` or a comma-joined combination.
         config: alpha grid, BN policy, splits and engine settings.
-        data, data_root, device, overwrite: as for ``landscape.plane``.
+        data, data_root, device, overwrite, group: as for ``landscape.plane``.
 
     Returns:
         The finished ``PathSet``, read back from ``out``.
@@ -153,27 +155,27 @@ def interpolate(
     names = _names(ckpts)
     identity = _identity(ckpts, names, dataset, config, policy, pair_list)
     fresh = overwrite or not Path(out).exists()
-    with PathStore.open(out, alpha=alpha, pairs=pair_list, names=names, splits=config.splits,
-                        config={"identity": identity, "runtime": _runtime(ckpts, device, config)},
-                        overwrite=overwrite) as store:
-        todo = store.missing()
-        if todo:
-            try:
-                resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
-                evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                          bn_batch_size=config.bn_batch_size,
-                                          batch_size=config.batch_size)
-                _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
-            except UserError:
-                if fresh:
-                    store.close()
-                    Path(out).unlink(missing_ok=True)
-                raise
-            run_points(store, evaluator, todo,
-                       lambda pa: _point(vecs, pair_list[pa[0]], float(alpha[pa[1]])),
-                       _buffers(ckpts, pair_list, alpha, policy),
-                       engine=config.engine, group_size=config.group_size or 8,
-                       total=len(pair_list) * len(alpha), desc="paths")
+
+    def make_evaluator() -> GridEvaluator:
+        resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
+        evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
+                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
+        _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
+        return evaluator
+
+    evaluate_grid(
+        out,
+        lambda: PathStore.open(out, alpha=alpha, pairs=pair_list, names=names,
+                               splits=config.splits, overwrite=overwrite,
+                               config={"identity": identity,
+                                       "runtime": _runtime(ckpts, device, config)}),
+        make_evaluator,
+        lambda pa: _point(vecs, pair_list[pa[0]], float(alpha[pa[1]])),
+        _buffers(ckpts, pair_list, alpha, policy),
+        engine=config.engine, group_size=config.group_size or 8,
+        total=len(pair_list) * len(alpha), desc="paths", fresh=fresh, group=group,
+    )
+    group.barrier()
     return read_paths(out)
 
 

@@ -21,11 +21,12 @@ import torch
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS, as_tensors, dataset_info, load_dataset, subset_indices
+from landscape.distributed import Group
 from landscape.engine import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout, PlaneBasis, axis, random_basis, three_point_basis
 from landscape.results import PointInfo, Surface
-from landscape.runner import run_points
+from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, SurfaceStore, read_surface
 
 MAX_GRID = 1001
@@ -102,6 +103,7 @@ def plane(
     data_root: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
+    group: Group = Group(),
 ) -> Surface:
     """Compute (or finish) a loss surface and write it to the HDF5 file ``out``.
 
@@ -114,6 +116,8 @@ def plane(
         data_root: where the dataset lives (CIFAR, caches).
         device: where evaluation runs.
         overwrite: replace an existing file computed with another configuration.
+        group: under torchrun, this process's place (``landscape.distributed.init_from_env()``);
+            the points are shared dynamically among the processes.
 
     Returns:
         The finished ``Surface`` (read back from ``out``).
@@ -149,28 +153,27 @@ def plane(
     runtime = _runtime(ckpts, device, config)
     dev = torch.device(device)
     fresh = overwrite or not Path(out).exists()
-    with SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
-                           config={"identity": identity, "runtime": runtime},
-                           overwrite=overwrite) as store:
-        todo = store.missing()
-        if todo:
-            try:
-                resident = _resident_data(dataset, config, policy, data_root, dev)
-                evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                          bn_batch_size=config.bn_batch_size,
-                                          batch_size=config.batch_size)
-                _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
-            except UserError:
-                if fresh:  # leave no empty file behind that a corrected rerun would refuse
-                    store.close()
-                    Path(out).unlink(missing_ok=True)
-                raise
-            bufs = _buffer_fn(ckpts, basis, policy)
-            run_points(store, evaluator, todo,
-                       lambda ji: basis.point(float(x[ji[1]]), float(y[ji[0]])),
-                       None if bufs is None else lambda ji: bufs(float(x[ji[1]]), float(y[ji[0]])),
-                       engine=config.engine, group_size=config.group_size or 8,
-                       total=len(x) * len(y), desc="plane")
+    bufs = _buffer_fn(ckpts, basis, policy)
+
+    def make_evaluator() -> GridEvaluator:
+        resident = _resident_data(dataset, config, policy, data_root, dev)
+        evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
+                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
+        _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
+        return evaluator
+
+    evaluate_grid(
+        out,
+        lambda: SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
+                                  config={"identity": identity, "runtime": runtime},
+                                  overwrite=overwrite),
+        make_evaluator,
+        lambda ji: basis.point(float(x[ji[1]]), float(y[ji[0]])),
+        None if bufs is None else lambda ji: bufs(float(x[ji[1]]), float(y[ji[0]])),
+        engine=config.engine, group_size=config.group_size or 8, total=len(x) * len(y),
+        desc="plane", fresh=fresh, group=group,
+    )
+    group.barrier()
     return read_surface(out)
 
 

@@ -1,23 +1,36 @@
-"""The shared driver of grid evaluations: pick the engine path, evaluate the missing points in
-groups, write each group as it finishes, show progress."""
+"""The shared driver of grid evaluations (planes and paths).
+
+It picks the engine path, evaluates the missing points in groups, writes each group as it
+finishes and shows progress. Under ``torchrun`` the groups are shared dynamically: every process
+claims the next unclaimed group (an atomically created claim file), so faster processes take
+more; each finished group goes to a part file beside the results file, and the main process
+merges parts into the HDF5 file as they arrive (it is the only one that writes HDF5). Part files
+left by an interrupted run are merged when it is rerun, so nothing finished is computed twice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from landscape.distributed import Group
 from landscape.engine import GridEvaluator
+from landscape.errors import UserError
 from landscape.progress import progress
 from landscape.store import GridStore
 
 Index = tuple[int, ...]
 
 
-def run_points(
-    store: GridStore,
-    evaluator: GridEvaluator,
-    todo: Sequence[Index],
+def evaluate_grid(
+    out: str | os.PathLike,
+    open_store: Callable[[], GridStore],
+    make_evaluator: Callable[[], GridEvaluator],
     weights: Callable[[Index], torch.Tensor],
     buffers: Callable[[Index], dict[str, torch.Tensor]] | None,
     *,
@@ -25,26 +38,141 @@ def run_points(
     group_size: int,
     total: int,
     desc: str,
+    fresh: bool,
+    group: Group = Group(),
 ) -> None:
-    """Evaluate the points ``todo`` (indices into the store's grid) in groups.
+    """Compute every missing point of the results file ``out``.
 
-    ``weights(index)`` is the (P,) float64 weight vector of a point, computed from the base
-    checkpoints directly; ``buffers(index)`` its BN buffers (None under BN recompute).
+    Args:
+        open_store: creates or resumes the file (called on the main process only).
+        make_evaluator: builds the evaluator (resident data and model), called only when there
+            is work; a ``UserError`` from it removes a file this call created.
+        weights: the (P,) float64 weight vector of a point, from the base checkpoints directly.
+        buffers: a point's BN buffers (None under BN recompute).
+        fresh: the file did not exist before (or is being overwritten).
+        group: this process's place under torchrun.
     """
-    groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
-    if not groups:
-        return
+    parts = Path(f"{out}.parts")
+    store, todo = _prepare(open_store, parts, group)
+    try:
+        if not todo:
+            return
+        try:
+            evaluator = make_evaluator()
+        except UserError:
+            if fresh and store is not None:
+                store.close()
+                Path(out).unlink(missing_ok=True)
+            raise
+        groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
 
-    def inputs(group):
-        w = torch.stack([weights(ix) for ix in group])
-        return w, (None if buffers is None else [buffers(ix) for ix in group])
+        def inputs(g):
+            w = torch.stack([weights(ix) for ix in g])
+            return w, (None if buffers is None else [buffers(ix) for ix in g])
 
-    path = _choose_path(store, evaluator, engine, *inputs(groups[0]))
-    with progress(total=total, initial=total - len(todo), desc=desc, unit="pt") as bar:
-        for group in groups:
-            result = evaluator.evaluate(*inputs(group), path=path)
-            store.write(group, result.metrics)
-            bar.update(len(group))
+        path = _shared(group, lambda: _choose_path(store, evaluator, engine, *inputs(groups[0])))
+        if group.world_size == 1:
+            _run_alone(store, evaluator, groups, inputs, path, total, len(todo), desc)
+        else:
+            _run_shared(store, evaluator, groups, inputs, path, total, len(todo), desc, parts,
+                        group)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _prepare(open_store, parts: Path, group: Group):
+    """On the main process: open the file, merge leftover parts, list the missing points and
+    clear old claims; then tell every process the list (or the error)."""
+    store, todo, error = None, None, None
+    if group.is_main:
+        try:
+            store = open_store()
+            _merge_parts(store, parts)
+            todo = store.missing()
+            shutil.rmtree(parts / "claims", ignore_errors=True)
+        except UserError as exc:
+            error = exc
+    if group.world_size > 1:
+        todo, message = _broadcast(group, (todo, str(error) if error else None))
+        if message and not group.is_main:
+            raise UserError(message)
+    if error:
+        raise error
+    return store, todo
+
+
+def _run_alone(store, evaluator, groups, inputs, path, total, n_todo, desc) -> None:
+    with progress(total=total, initial=total - n_todo, desc=desc, unit="pt") as bar:
+        for g in groups:
+            store.write(g, evaluator.evaluate(*inputs(g), path=path).metrics)
+            bar.update(len(g))
+
+
+def _run_shared(store, evaluator, groups, inputs, path, total, n_todo, desc, parts, group):
+    (parts / "claims").mkdir(parents=True, exist_ok=True)
+    group.barrier()  # claims are cleared before anyone claims
+    bar = progress(total=total, initial=total - n_todo, desc=desc, unit="pt") \
+        if group.is_main else None
+    for k, g in enumerate(groups):
+        if not _claim(parts / "claims" / str(k)):
+            continue
+        metrics = evaluator.evaluate(*inputs(g), path=path).metrics
+        _write_part(parts / f"part-{k}.npz", g, metrics)
+        if store is not None:
+            bar.update(_merge_parts(store, parts))
+    group.barrier()
+    if store is not None:
+        bar.update(_merge_parts(store, parts))
+        bar.close()
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def _claim(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _write_part(path: Path, index: list[Index], metrics: dict) -> None:
+    arrays = {f"{split}/{name}": np.asarray(v) for split, m in metrics.items()
+              for name, v in m.items()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, index=np.asarray(index, dtype=np.int64), **arrays)
+    os.replace(tmp, path)
+
+
+def _merge_parts(store: GridStore, parts: Path) -> int:
+    """Write every finished part into the store, then delete it; returns the points merged."""
+    merged = 0
+    for part in sorted(parts.glob("part-*.npz")) if parts.is_dir() else []:
+        with np.load(part) as f:
+            index = [tuple(int(v) for v in row) for row in f["index"]]
+            metrics: dict[str, dict[str, np.ndarray]] = {}
+            for key in f.files:
+                if key != "index":
+                    split, name = key.split("/")
+                    metrics.setdefault(split, {})[name] = f[key]
+        store.write(index, metrics)
+        part.unlink()
+        merged += len(index)
+    return merged
+
+
+def _shared(group: Group, decide: Callable[[], str]) -> str:
+    """The main process decides (e.g. measures the engine paths); everyone uses its answer."""
+    value = decide() if group.is_main else None
+    return _broadcast(group, value) if group.world_size > 1 else value
+
+
+def _broadcast(group: Group, value):
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _choose_path(store: GridStore, evaluator: GridEvaluator, engine: str, w, bufs) -> str:
