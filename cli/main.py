@@ -9,20 +9,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from cli import demo as demo_cmd
 from cli import ensemble as ensemble_cmd
 from cli import finetune as finetune_cmd
 from cli import info as info_cmd
 from cli import interp as interp_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
+from cli import report as report_cmd
 from cli import sweep as sweep_cmd
 from cli import train as train_cmd
 from cli.common import Parser
 
-SUBCOMMANDS = (pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd, plane_cmd,
-               interp_cmd, info_cmd)
+SUBCOMMANDS = (demo_cmd, pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd,
+               plane_cmd, interp_cmd, report_cmd, info_cmd)
 
 EPILOG = """examples:
+  landscape demo --out runs/demo
   landscape pretrain --data mnist1d-source --arch mnist1d_cnn --epochs 6 --out pre.safetensors
   landscape finetune pre.safetensors --data mnist1d --epochs 10 --seed 1 --out m1.safetensors
   landscape train --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/starsse
