@@ -1,13 +1,10 @@
-# make demo: a loss-landscape plane of three fine-tuned models on MNIST-1D, on CPU.
+# make demo: the paper in miniature on MNIST-1D (ensembles, paths, planes, report), on CPU.
 # make test: the whole test suite (what CI runs).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= runs/demo
-PRE_EPOCHS ?= 6
-FT_EPOCHS ?= 10
-ARCH_KWARGS ?= {"width": 16}
-PLANE_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: install demo test test-fast bench clean-demo
 
@@ -19,18 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Each step is a file target, so an interrupted demo resumes where it stopped.
-demo: install $(DEMO)/plane.h5
-
-$(DEMO)/pre.safetensors:
-	$(BIN)/landscape pretrain --data mnist1d-source --arch mnist1d_cnn --arch-kwargs '$(ARCH_KWARGS)' \
-		--epochs $(PRE_EPOCHS) --lr 0.05 --seed 0 --out $@
-
-$(DEMO)/member-%.safetensors: $(DEMO)/pre.safetensors
-	$(BIN)/landscape finetune $< --data mnist1d --epochs $(FT_EPOCHS) --lr 0.02 --seed $* --out $@
-
-$(DEMO)/plane.h5: $(DEMO)/member-1.safetensors $(DEMO)/member-2.safetensors $(DEMO)/member-3.safetensors
-	$(BIN)/landscape plane $^ --out $(DEMO) $(PLANE_ARGS)
+# `landscape demo` skips every finished step, so an interrupted demo resumes.
+demo: install
+	$(BIN)/landscape demo --out $(DEMO) $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

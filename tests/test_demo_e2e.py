@@ -1,7 +1,10 @@
-"""The README's `make demo`, end to end with tiny settings (slow: pre-trains on the source set)."""
+"""The README's `make demo`, end to end with tiny settings (slow: pre-trains on the source set),
+and the report's numbers against the files it was built from."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landscape import load_checkpoint, read_surface
+from landscape import load_checkpoint, read_paths, read_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,23 +21,42 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_pipeline_with_tiny_settings(tmp_path):
     demo = tmp_path / "demo"
-    args = ["make", "-C", str(ROOT), "demo", f"DEMO={demo}", "PRE_EPOCHS=1", "FT_EPOCHS=1",
-            'ARCH_KWARGS={"width": 4}', "PLANE_ARGS=--grid 4 --train-subset 500 --quiet"]
+    args = ["make", "-C", str(ROOT), "demo", f"DEMO={demo}", "DEMO_ARGS=--tiny --quiet"]
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("pre.safetensors", "member-1.safetensors", "member-2.safetensors",
-                 "member-3.safetensors", "plane.h5", "plane.png", "plane.html"):
-        assert (demo / name).stat().st_size > 0, name
-    pre = load_checkpoint(demo / "pre.safetensors")
-    members = [load_checkpoint(demo / f"member-{i}.safetensors") for i in (1, 2, 3)]
-    assert pre.meta.dataset == "mnist1d-source" and pre.meta.method == "pretrain"
-    assert [m.meta.seed for m in members] == [1, 2, 3]
-    assert all(m.meta.parent == pre.sha256 and m.meta.dataset == "mnist1d" for m in members)
-    s = read_surface(demo / "plane.h5")
-    assert s.complete and s.loss("train").shape == (4, 4)
-    assert s.config["identity"]["bn"] == "recompute" and s.config["identity"]["train_subset"] == 500
-    assert set(s.points) == {"member-1", "member-2", "member-3"}
-    assert np.isfinite(s.loss("test")).all() and np.nanmax(s.acc("test")) > 20  # above chance
-    # a second `make demo` has nothing left to do
+    sources = [load_checkpoint(demo / "sources" / f"source-{i}.safetensors") for i in (0, 1)]
+    assert all(s.meta.dataset == "mnist1d-source" and s.meta.method == "pretrain"
+               for s in sources)
+    doc = json.loads((demo / "ensembles.json").read_text())
+    names = [r["name"] for r in doc["runs"]]
+    assert names == ["local-de", "global-de", "sse-local", "sse-semilocal", "starsse-local",
+                     "starsse-semilocal"]
+    for run in doc["runs"]:
+        assert [r["size"] for r in run["table"]] == list(range(1, len(run["table"]) + 1))
+        assert all(0 <= r["ood_accuracy"] <= 100 for r in run["table"])
+    ps = read_paths(demo / "paths" / "sse-semilocal" / "paths.h5")
+    assert ps.complete and ps.pairs == [(0, 1), (1, 2), (0, 2)]
+    s = read_surface(demo / "planes" / "starsse-semilocal" / "plane.h5")
+    assert s.complete and s.config["identity"]["bn"] == "recompute"
+    # the report's numbers are the files' numbers
+    page = (demo / "report.html").read_text()
+    for run in doc["runs"]:
+        last = run["table"][-1]
+        assert f"<td>{last['accuracy']:.4g}</td>" in page
+        assert f"<td>{last['soup_accuracy']:.4g}</td>" in page
+    pairs = json.loads((demo / "paths" / "sse-semilocal" / "report.json").read_text())["pairs"]
+    from landscape.barriers import barrier
+
+    for p, rec in enumerate(pairs):
+        assert rec["acc_barrier_test"] == barrier(ps.alpha, ps.curve(p, "test", "acc"),
+                                                  kind="acc").height
+        assert f"<td>{rec['acc_barrier_test']:.4g}</td>" in page
+    assert len(list((demo / "figures").glob("*.png"))) == 7
+    assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from elsewhere
+    assert np.isfinite(s.loss("test")).all()
+    # a second `make demo` has every step finished: no checkpoint or result is written again
+    stamps = {p: p.stat().st_mtime_ns for p in demo.rglob("*")
+              if p.suffix in (".safetensors", ".h5", ".npy")}
     again = subprocess.run(args, capture_output=True, text=True)
-    assert again.returncode == 0 and "landscape" not in again.stdout
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
