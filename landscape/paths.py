@@ -23,19 +23,11 @@ from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS
 from landscape.distributed import Group
-from landscape.engine import PATHS, GridEvaluator
+from landscape.engine import PATHS
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout
 from landscape.models import head_parameter_names
-from landscape.plane import (
-    _check_classes,
-    _check_inputs,
-    _resident_data,
-    _runtime,
-    _weights_sha256,
-    check_compatible,
-    common_dataset,
-)
+from landscape.plane import _runtime, _weights_sha256, evaluator_factory, prepare
 from landscape.results import PathSet
 from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, PathStore, read_paths
@@ -142,34 +134,19 @@ def interpolate(
     """
     ckpts = [c if isinstance(c, Checkpoint) else load_checkpoint(c) for c in checkpoints]
     pair_list = make_pairs(len(ckpts), pairs)
-    check_compatible(ckpts)
-    dataset = data or common_dataset(ckpts)
-    _check_classes(ckpts[0], dataset)
-    layout = ParamLayout.of(ckpts[0].model)
-    vecs = [layout.flatten(c.model.state_dict()) for c in ckpts]
-    for c, v in zip(ckpts, vecs):
-        if not torch.isfinite(v).all():
-            raise UserError(f"{c.name} has non-finite weights (NaN or inf); it cannot be evaluated")
+    dataset, layout, vecs = prepare(ckpts, data)
     policy = resolve_policy(config.bn, ckpts[0].model)
     alpha = config.alpha()
     names = _names(ckpts)
     identity = _identity(ckpts, names, dataset, config, policy, pair_list)
     fresh = overwrite or not Path(out).exists()
-
-    def make_evaluator() -> GridEvaluator:
-        resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
-        evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
-        _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
-        return evaluator
-
     evaluate_grid(
         out,
         lambda: PathStore.open(out, alpha=alpha, pairs=pair_list, names=names,
                                splits=config.splits, overwrite=overwrite,
                                config={"identity": identity,
                                        "runtime": _runtime(ckpts, device, config)}),
-        make_evaluator,
+        evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device),
         lambda pa: _point(vecs, pair_list[pa[0]], float(alpha[pa[1]])),
         _buffers(ckpts, pair_list, alpha, policy),
         engine=config.engine, group_size=config.group_size or 8,

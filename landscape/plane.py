@@ -137,14 +137,7 @@ def plane(
                         "for two use `landscape interp A B`")
     if not ckpts:
         raise UserError("a plane needs at least one checkpoint")
-    check_compatible(ckpts)
-    dataset = data or common_dataset(ckpts)
-    _check_classes(ckpts[0], dataset)
-    layout = ParamLayout.of(ckpts[0].model)
-    vecs = [layout.flatten(c.model.state_dict()) for c in ckpts]
-    for c, v in zip(ckpts, vecs):
-        if not torch.isfinite(v).all():
-            raise UserError(f"{c.name} has non-finite weights (NaN or inf); it cannot be evaluated")
+    dataset, layout, vecs = prepare(ckpts, data)
     policy = resolve_policy(config.bn, ckpts[0].model)
     basis, x, y, points = _geometry(ckpts, vecs, layout, config)
     if policy == "interpolate" and basis.mode != "three_point":
@@ -154,14 +147,7 @@ def plane(
     dev = torch.device(device)
     fresh = overwrite or not Path(out).exists()
     bufs = _buffer_fn(ckpts, basis, policy)
-
-    def make_evaluator() -> GridEvaluator:
-        resident = _resident_data(dataset, config, policy, data_root, dev)
-        evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
-        _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
-        return evaluator
-
+    make_evaluator = evaluator_factory(ckpts, layout, dataset, config, policy, data_root, dev)
     evaluate_grid(
         out,
         lambda: SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
@@ -175,6 +161,37 @@ def plane(
     )
     group.barrier()
     return read_surface(out)
+
+
+# ----------------------------------------------------------------------------- shared with paths
+
+
+def prepare(ckpts: Sequence[Checkpoint], data: str | None):
+    """Check the checkpoints against each other and the dataset; returns the dataset name, the
+    weight layout and every checkpoint's (P,) float64 weight vector."""
+    check_compatible(ckpts)
+    dataset = data or common_dataset(ckpts)
+    _check_classes(ckpts[0], dataset)
+    layout = ParamLayout.of(ckpts[0].model)
+    vecs = [layout.flatten(c.model.state_dict()) for c in ckpts]
+    for c, v in zip(ckpts, vecs):
+        if not torch.isfinite(v).all():
+            raise UserError(f"{c.name} has non-finite weights (NaN or inf); it cannot be evaluated")
+    return dataset, layout, vecs
+
+
+def evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device):
+    """A function that loads the resident data and builds the evaluator (called only when
+    there are points to compute)."""
+
+    def make() -> GridEvaluator:
+        resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
+        evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
+                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
+        _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
+        return evaluator
+
+    return make
 
 
 # ----------------------------------------------------------------------------- checks

@@ -51,7 +51,7 @@ def test_make_demo_pipeline_with_tiny_settings(tmp_path):
         assert rec["acc_barrier_test"] == barrier(ps.alpha, ps.curve(p, "test", "acc"),
                                                   kind="acc").height
         assert f"<td>{rec['acc_barrier_test']:.4g}</td>" in page
-    assert len(list((demo / "figures").glob("*.png"))) == 7
+    assert len(list((demo / "figures").glob("*.png"))) == 9
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from elsewhere
     assert np.isfinite(s.loss("test")).all()
     # a second `make demo` has every step finished: no checkpoint or result is written again

@@ -10,7 +10,14 @@ Example:
 
 from viz.ensembles import plot_size_curves, plot_sweep_heatmap
 from viz.paths import plot_barrier_matrix, plot_paths
-from viz.plane import log_levels, plane_figure, plot_plane, save_figure, write_html
+from viz.plane import (
+    log_levels,
+    plane_figure,
+    plot_plane,
+    plot_surface_3d,
+    save_figure,
+    write_html,
+)
 
 __all__ = [
     "log_levels",
@@ -19,6 +26,7 @@ __all__ = [
     "plot_paths",
     "plot_plane",
     "plot_size_curves",
+    "plot_surface_3d",
     "plot_sweep_heatmap",
     "save_figure",
     "write_html",

@@ -339,3 +339,29 @@ def write_html(fig: go.Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path, include_plotlyjs=True, full_html=True)
     return path
+
+
+def plot_surface_3d(surface: Surface, *, split: str = "train", metric: str = "loss") -> Figure:
+    """A static 3-D view of one metric over the plane (height: log10 of the value), with the
+    checkpoints marked at their height; the PNG companion of the report's 3-D figure."""
+    view = _View(split, metric)
+    z = view.values(surface)
+    lv = log_levels(z, 2)
+    logz = np.log10(np.clip(z, lv[0], lv[-1]))
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    X, Y = np.meshgrid(surface.x, surface.y)
+    ax.plot_surface(X, Y, np.ma.masked_invalid(logz), cmap="viridis", linewidth=0,
+                    antialiased=True)
+    for name, p in surface.points.items():
+        i = int(np.abs(surface.x - p.x).argmin())
+        j = int(np.abs(surface.y - p.y).argmin())
+        if np.isfinite(logz[j, i]):
+            ax.scatter([p.x], [p.y], [logz[j, i]], color="white", edgecolor="black", s=30)
+            ax.text(p.x, p.y, logz[j, i], f" {name}", fontsize=8)
+    xlabel, ylabel = _axis_labels(surface)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_zlabel(f"log10 {view.title}", fontsize=8)
+    ax.set_title(f"{view.title}: {_describe(surface)}")
+    return fig

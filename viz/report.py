@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 from landscape.results import PathSet, Surface
 from viz.ensembles import plot_size_curves
 from viz.paths import plot_paths
-from viz.plane import _View, log_levels, plane_figure, plot_plane
+from viz.plane import _View, log_levels, plane_figure, plot_plane, plot_surface_3d
 
 _SIZE_METRICS = (("accuracy", "Ensemble accuracy (%)"), ("soup_accuracy", "Soup accuracy (%)"),
                  ("ood_accuracy", "OOD ensemble accuracy (%)"),
@@ -119,6 +119,7 @@ def static_figures(data: ReportInput) -> dict[str, Figure]:
         figs[f"paths-{name}"] = plot_paths(ps, metrics=("acc",))
     for name, surface in data.planes.items():
         figs[f"plane-{name}"] = plot_plane(surface)
+        figs[f"plane3d-{name}"] = plot_surface_3d(surface)
     return figs
 
 
