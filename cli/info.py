@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   landscape info m1.safetensors
   landscape info runs/demo/plane.h5
   landscape info runs/demo/plane.h5 --json
+  landscape info runs/demo/paths/sse-semilocal/paths.h5
 """
 
 
@@ -30,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    doc = _surface_info(path) if path.suffix in (".h5", ".hdf5") else _checkpoint_info(args)
+    if path.suffix in (".h5", ".hdf5"):
+        doc = _paths_info(path) if _kind(path) == "paths" else _surface_info(path)
+    else:
+        doc = _checkpoint_info(args)
     print(json.dumps(doc, indent=2, sort_keys=True) if args.json else _text(doc))
     return 0
 
@@ -63,6 +67,32 @@ def _surface_info(path: Path) -> dict:
             "x": [float(s.x[0]), float(s.x[-1])], "y": [float(s.y[0]), float(s.y[-1])],
             "done": f"{int(s.done.sum())}/{s.done.size}", "ranges": ranges,
             "points": {k: vars(v) for k, v in s.points.items()}, "config": s.config}
+
+
+def _kind(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("kind")
+    except OSError:
+        return None  # read_surface reports the unreadable file
+
+
+def _paths_info(path: Path) -> dict:
+    import numpy as np
+
+    from landscape import read_paths
+
+    ps = read_paths(path)
+    return {"kind": "paths", "path": str(path), "names": ps.names,
+            "pairs": [ps.pair_name(p) for p in range(len(ps.pairs))],
+            "alpha": [float(ps.alpha[0]), float(ps.alpha[-1]), int(ps.alpha.size)],
+            "done": f"{int(ps.done.sum())}/{ps.done.size}",
+            "ranges": {s: {m: [float(np.nanmin(v)), float(np.nanmax(v))]
+                           if np.isfinite(v).any() else None for m, v in ps.metrics[s].items()}
+                       for s in ps.splits},
+            "config": ps.config}
 
 
 def _text(doc: dict, indent: int = 0) -> str:

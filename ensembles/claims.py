@@ -47,7 +47,9 @@ def _drop_in_the_middle(tables, pairs):
     semi = [p["acc_barrier_test"] for p in _consecutive(pairs["sse-semilocal"])]
     local_same = sum(p["label"] == "same basin" for p in _consecutive(pairs["sse-local"]))
     semi_diff = sum(p["label"] == "different basin" for p in _consecutive(pairs["sse-semilocal"]))
-    holds = bool(np.mean(semi) > np.mean(local))
+    # a real drop: some semi-local pair crosses the basin threshold while every local pair
+    # stays in the same basin (a larger mean alone could be sampling noise)
+    holds = bool(semi_diff > 0 and local_same == len(local) and np.mean(semi) > np.mean(local))
     return {
         "claim": "Semi-local SSE shows an accuracy drop in the middle of the path between "
                  "consecutive snapshots; local SSE does not.",

@@ -139,5 +139,9 @@ def test_cli_report_equals_the_h5_file(three_ckpts, tmp_path, capsys):
                                        - layout.flatten(ckpts[1].model.state_dict())))
     assert report[0].distance == pytest.approx(d)
     assert (out / "barriers.png").exists() and (out / "paths.png").exists()
+    capsys.readouterr()
+    assert main(["info", str(out / "paths.h5"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "paths" and info["done"] == "15/15" and info["pairs"][0] == "A -> B"
     assert "different basin" in (out / "report.md").read_text() or \
         "same basin" in (out / "report.md").read_text()
