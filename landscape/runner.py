@@ -22,7 +22,7 @@ from landscape.distributed import Group
 from landscape.engine import GridEvaluator
 from landscape.errors import UserError
 from landscape.progress import progress
-from landscape.store import GridStore
+from landscape.store import GridStore, parts_dir
 
 Index = tuple[int, ...]
 
@@ -52,7 +52,7 @@ def evaluate_grid(
         fresh: the file did not exist before (or is being overwritten).
         group: this process's place under torchrun.
     """
-    parts = Path(f"{out}.parts")
+    parts = parts_dir(out)
     store, todo = _prepare(open_store, parts, group)
     try:
         if not todo:

@@ -62,8 +62,12 @@ class GridStore:
         """
         path = Path(path)
         if path.exists() and not overwrite:
-            store = cls(_open_existing(path, kind))
+            store = cls(_open_existing(path, kind, "r"))
             store._check_identity(path, config["identity"])
+            if store.file["done"][...].all() and not any(parts_dir(path).glob("part-*")):
+                return store  # finished: read-only, the file is not touched
+            store.close()
+            store = cls(_open_existing(path, kind, "r+"))
             store._update_runtime(config["runtime"])
             return store
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +184,14 @@ class PathStore(GridStore):
                             extras=write_pairs, overwrite=overwrite)
 
 
-def _open_existing(path: Path, kind: str) -> h5py.File:
+def parts_dir(path: str | os.PathLike) -> Path:
+    """Where processes under torchrun leave finished groups for the main process to merge."""
+    return Path(f"{path}.parts")
+
+
+def _open_existing(path: Path, kind: str, mode: str) -> h5py.File:
     try:
-        f = h5py.File(path, "r+")
+        f = h5py.File(path, mode)
     except OSError as exc:
         raise UserError(
             f"{path} exists but is not a readable HDF5 file ({exc}); remove it or pass --overwrite"
