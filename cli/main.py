@@ -71,8 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"landscape {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    except OSError as exc:  # a missing file, an --out that is a file, no permission, a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"landscape {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nlandscape {args.command}: interrupted; finished work is saved, rerun the same "

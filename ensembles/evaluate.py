@@ -83,13 +83,13 @@ def evaluate(
     rows = ensemble_rows(run.test_probs(), labels)
     report = dict(name=run.path.name, method=run.config.method, rows=rows)
     need_models = soups or ood is not None
-    models = [load_checkpoint(run.checkpoint_path(m["index"])).model for m in run.members] \
-        if need_models else []
+    models = [load_checkpoint(run.checkpoint_path(m["index"]), device=device).model
+              for m in run.members] if need_models else []
     soup_models = []
     if soups:
         bn_inputs = as_tensors(load_dataset(data, "train", data_root))[0]
         soup_models = [uniform_soup(models[:k], bn_inputs, bn_batch_size=bn_batch_size)
-                       for k in range(1, len(models) + 1)]
+                       .to(device) for k in range(1, len(models) + 1)]
         test = load_dataset(data, "test", data_root)
         report["soup_accuracy"] = [accuracy(predict_probs(s, test, device), labels)
                                    for s in soup_models]

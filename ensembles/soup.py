@@ -27,5 +27,5 @@ def uniform_soup(
                 value.copy_(torch.stack([s[name].detach().cpu().double() for s in states])
                             .mean(0).to(value.dtype))
     if bn_inputs is not None:
-        recompute_bn_(soup, bn_inputs, batch_size=bn_batch_size)
+        recompute_bn_(soup, bn_inputs.cpu(), batch_size=bn_batch_size)
     return soup

@@ -37,8 +37,13 @@ def init_from_env(device: torch.device | None = None) -> Group:
     if world <= 1:
         return Group()
     if not dist.is_initialized():
-        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
+        if device is not None and device.type == "cuda":
+            # collectives build their tensors on the current device: one GPU per process
+            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", device_id=local)
+        else:
+            dist.init_process_group("gloo")
     return Group(dist.get_rank(), dist.get_world_size(), dist.barrier)
 
 

@@ -27,7 +27,7 @@ from landscape.engine import PATHS
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout
 from landscape.models import head_parameter_names
-from landscape.plane import _runtime, _weights_sha256, evaluator_factory, prepare
+from landscape.plane import _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
 from landscape.results import PathSet
 from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, PathStore, read_paths
@@ -194,6 +194,7 @@ def _identity(ckpts, names, dataset, config: PathConfig, policy, pair_list) -> d
     cfg = asdict(config)
     for knob in ("batch_size", "engine", "group_size"):
         cfg.pop(knob)
+    drop_inert(cfg, config, policy, random_plane=False)
     cfg.update(
         splits=list(config.splits), mode="paths", bn=policy, dataset=dataset,
         arch=ckpts[0].meta.arch, pairs=[list(p) for p in pair_list],

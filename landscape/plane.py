@@ -314,6 +314,7 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, An
     else:
         cfg.pop("margin")
     cfg["splits"] = list(config.splits)
+    drop_inert(cfg, config, policy, random_plane=mode == "random")
     cfg.update(
         mode=mode,
         bn=policy,
@@ -323,6 +324,23 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, An
         format_version=FORMAT_VERSION,
     )
     return cfg
+
+
+def drop_inert(cfg: dict[str, Any], config, policy: str, *, random_plane: bool) -> None:
+    """Remove settings that cannot change the numbers, so that a rerun differing only in them
+    resumes instead of being refused: the BN batch size without BN recompute, a subset of a split
+    that is not used, and the seed when nothing random depends on it."""
+    uses_train = "train" in config.splits or policy == "recompute"
+    uses_test = "test" in config.splits
+    if policy != "recompute":
+        cfg.pop("bn_batch_size", None)
+    if not uses_train:
+        cfg.pop("train_subset", None)
+    if not uses_test:
+        cfg.pop("test_subset", None)
+    subsets = (uses_train and config.train_subset) or (uses_test and config.test_subset)
+    if not random_plane and not subsets:
+        cfg.pop("seed", None)
 
 
 def _weights_sha256(ckpt: Checkpoint) -> str:

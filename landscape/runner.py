@@ -53,6 +53,8 @@ def evaluate_grid(
         group: this process's place under torchrun.
     """
     parts = parts_dir(out)
+    if fresh and group.is_main:  # parts of an earlier, different run must never be merged
+        shutil.rmtree(parts, ignore_errors=True)
     store, todo = _prepare(open_store, parts, group)
     try:
         if not todo:
@@ -162,9 +164,22 @@ def _merge_parts(store: GridStore, parts: Path) -> int:
 
 
 def _shared(group: Group, decide: Callable[[], str]) -> str:
-    """The main process decides (e.g. measures the engine paths); everyone uses its answer."""
-    value = decide() if group.is_main else None
-    return _broadcast(group, value) if group.world_size > 1 else value
+    """The main process decides (e.g. measures the engine paths); everyone uses its answer, or
+    raises its error (so no process waits for an answer that never comes)."""
+    if group.world_size == 1:
+        return decide()
+    value, error = None, None
+    if group.is_main:
+        try:
+            value = decide()
+        except Exception as exc:  # noqa: BLE001 - re-raised on every process below
+            error = exc
+    value, message = _broadcast(group, (value, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"the main process failed: {message}")
+    return value
 
 
 def _broadcast(group: Group, value):

@@ -79,6 +79,8 @@ def _bad_inputs(three_ckpts, tmp_path):
         "bad bn": (["plane", A, B, C, "--bn", "sometimes"], "unknown BN policy"),
         "two checkpoints": (["plane", A, B], "interp"),
         "pt without arch": (["info", str(_pt(tmp_path))], "--arch"),
+        "out is a file": (["plane", A, B, C, "--grid", "2", "--out", str(_pt(tmp_path))],
+                          "exists"),
     }
 
 

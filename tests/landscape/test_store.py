@@ -132,6 +132,23 @@ def test_different_configuration_is_refused_unless_overwrite(three_ckpts, tmp_pa
     assert s.config["identity"]["margin"] == 0.5 and s.complete
     # engine knobs are not part of the identity: a rerun with another batch size resumes
     plane(three_ckpts, out=out, config=PlaneConfig(**{**CFG, "margin": 0.5, "batch_size": 64}))
+    # nor are settings that cannot change the numbers: the BN batch size under `keep`
+    keep = dict(CFG, bn="keep", margin=0.5)
+    plane(three_ckpts, out=tmp_path / "k.h5", config=PlaneConfig(**keep))
+    plane(three_ckpts, out=tmp_path / "k.h5", config=PlaneConfig(**keep, bn_batch_size=64))
+
+
+def test_overwrite_never_merges_parts_of_an_earlier_run(three_ckpts, tmp_path):
+    from landscape.runner import _write_part
+
+    out = tmp_path / "p.h5"
+    parts = tmp_path / "p.h5.parts"
+    parts.mkdir()
+    _write_part(parts / "part-0.npz", [(0, 0), (9, 9)],  # a stale part, even off this grid
+                {"train": {"loss": np.ones(2), "acc": np.ones(2)},
+                 "test": {"loss": np.ones(2), "acc": np.ones(2)}})
+    s = plane(three_ckpts, out=out, config=PlaneConfig(**CFG), overwrite=True)
+    assert s.complete and s.loss("test")[0, 0] != 1.0 and not parts.exists()
 
 
 def test_read_surface_rejects_other_files(tmp_path):
