@@ -122,6 +122,9 @@ def _summary(surface, elapsed: float) -> str:
 
     parts = [f"{surface.x.size}x{surface.y.size} plane ({surface.config['identity']['mode']}, "
              f"BN {surface.config['identity']['bn']}) in {elapsed:.1f}s"]
+    if surface.diverged.any():
+        parts.append(f"{int(surface.diverged.sum())} points diverged (non-finite loss; stored "
+                     "as such, colours clipped)")
     for split in surface.splits:
         loss, acc = surface.loss(split), surface.acc(split)
         parts.append(f"{split}: loss {np.nanmin(loss):.4g}..{np.nanmax(loss):.4g}, "

@@ -39,6 +39,7 @@ from landscape.checkpoint import (
 from landscape.data import dataset_info, load_dataset
 from landscape.distributed import Group
 from landscape.errors import UserError
+from landscape.lock import WriterLock
 from landscape.models import reset_head
 
 METHODS = ("local-de", "global-de", "sse", "starsse")
@@ -188,6 +189,18 @@ def train(
         >>> run = train(cfg, "runs/starsse")
     """
     out = Path(out)
+    lock = None
+    if group.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(out / MANIFEST).acquire()  # one run (or torchrun job) per directory
+    try:
+        return _train(config, out, data_root, device, overwrite, group)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: RunConfig, out: Path, data_root, device, overwrite: bool, group: Group) -> Run:
     if group.is_main:
         _open_manifest(out, config, overwrite)
     group.barrier()

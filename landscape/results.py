@@ -50,6 +50,15 @@ class Surface:
     def complete(self) -> bool:
         return bool(self.done.all())
 
+    @property
+    def diverged(self) -> np.ndarray:
+        """(G, G) bool: computed points whose loss is inf or NaN on any split (far from the
+        basin the loss can overflow); they are stored as such, and plots clip their colours."""
+        bad = np.zeros(self.done.shape, dtype=bool)
+        for values in self.metrics.values():
+            bad |= ~np.isfinite(values["loss"])
+        return bad & self.done
+
     def loss(self, split: str) -> np.ndarray:
         return self.metrics[split]["loss"]
 

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from landscape.errors import UserError
+from landscape.lock import WriterLock
 from landscape.results import PathSet, PointInfo, Surface
 
 FORMAT_VERSION = 1
@@ -36,8 +37,9 @@ class GridStore:
     """An open results file over a grid of points (a plane's (G, G), or paths' (P, n)),
     created or resumed; write finished points with ``write``."""
 
-    def __init__(self, file: h5py.File) -> None:
+    def __init__(self, file: h5py.File, lock: WriterLock | None = None) -> None:
         self.file = file
+        self.lock = lock  # held while the file is open for writing
 
     # ------------------------------------------------------------------ opening
 
@@ -61,21 +63,27 @@ class GridStore:
                 or is not a readable results file of this kind.
         """
         path = Path(path)
-        if path.exists() and not overwrite:
-            store = cls(_open_existing(path, kind, "r"))
-            store._check_identity(path, config["identity"])
-            if store.file["done"][...].all() and not any(parts_dir(path).glob("part-*")):
-                return store  # finished: read-only, the file is not touched
-            store.close()
-            store = cls(_open_existing(path, kind, "r+"))
-            store._update_runtime(config["runtime"])
-            return store
         path.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(path, "w")
-        _initialise(f, kind, axes, shape, splits, config)
-        extras(f)
-        f.flush()
-        return cls(f)
+        lock = WriterLock(path).acquire()  # refuses while another process writes this file
+        try:
+            if path.exists() and not overwrite:
+                store = cls(_open_existing(path, kind, "r"))
+                store._check_identity(path, config["identity"])
+                if store.file["done"][...].all() and not any(parts_dir(path).glob("part-*")):
+                    lock.release()
+                    return store  # finished: read-only, the file is not touched
+                store.close()
+                store = cls(_open_existing(path, kind, "r+"), lock)
+                store._update_runtime(config["runtime"])
+                return store
+            f = h5py.File(path, "w")
+            _initialise(f, kind, axes, shape, splits, config)
+            extras(f)
+            f.flush()
+            return cls(f, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     def _check_identity(self, path: Path, identity: dict[str, Any]) -> None:
         stored = json.loads(self.file.attrs["config"])["identity"]
@@ -126,6 +134,8 @@ class GridStore:
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def __enter__(self) -> "GridStore":
         return self

@@ -153,3 +153,16 @@ def test_torchrun_with_two_processes_gives_the_same_members(pre, tmp_path):
     assert len(r2.members) == 3
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert [m["index"] for m in manifest["members"]] == [1, 2, 3]
+
+
+def test_a_second_training_process_on_the_same_directory_is_refused(pre, tmp_path):
+    import os
+    import socket
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "manifest.json.lock").write_text(json.dumps({"pid": os.getpid(),
+                                                        "host": socket.gethostname()}))
+    with pytest.raises(UserError, match="is writing"):
+        train(RunConfig("local-de", (pre,), **{**BASE, "members": 1}), out)
+    assert not (out / "manifest.json").exists()

@@ -161,3 +161,21 @@ def test_read_surface_rejects_other_files(tmp_path):
         f["x"] = np.arange(3)
     with pytest.raises(UserError, match="not a surface"):
         read_surface(tmp_path / "other.h5")
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(three_ckpts, tmp_path):
+    import json as _json
+    import os as _os
+
+    out = tmp_path / "p.h5"
+    lock = tmp_path / "p.h5.lock"
+    lock.write_text(_json.dumps({"pid": _os.getpid(), "host": __import__("socket").gethostname()}))
+    with pytest.raises(UserError, match=f"pid {_os.getpid()}.*is writing"):
+        plane(three_ckpts, out=out, config=PlaneConfig(**CFG))
+    assert not out.exists()  # nothing was written, nothing corrupted
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    lock.write_text(_json.dumps({"pid": int(dead.stdout), "host":
+                                 __import__("socket").gethostname()}))
+    s = plane(three_ckpts, out=out, config=PlaneConfig(**CFG))  # the holder is gone: take over
+    assert s.complete and not lock.exists()  # released when done

@@ -51,3 +51,21 @@ def test_paths_and_barrier_matrix_renderers():
     m = np.array([[np.nan, 1.0, 2.0], [1.0, np.nan, 0.5], [2.0, 0.5, np.nan]])
     texts = [t.get_text() for t in plot_barrier_matrix(["a", "b", "c"], m).axes[0].texts]
     assert texts == ["1", "2", "1", "0.5", "2", "0.5"]
+
+
+def test_diverged_points_are_flagged_and_still_render(tmp_path):
+    from landscape.results import PointInfo, Surface
+    from viz import plane_figure, plot_plane, save_figure, write_html
+
+    g = np.linspace(-1, 1, 5)
+    loss = np.ones((5, 5))
+    loss[0, 0], loss[4, 4] = np.inf, np.nan
+    done = np.ones((5, 5), bool)
+    done[2, 2] = False
+    loss[2, 2] = np.nan  # not computed: not a divergence
+    s = Surface(g, g, {"train": {"loss": loss, "acc": np.full((5, 5), 50.0)},
+                       "test": {"loss": loss, "acc": np.full((5, 5), 50.0)}}, done,
+                {"A": PointInfo(0, 0, 0)}, {"identity": {"mode": "random"}})
+    assert s.diverged.sum() == 2 and s.diverged[0, 0] and not s.diverged[2, 2]
+    assert save_figure(plot_plane(s), tmp_path / "p.png").stat().st_size > 0
+    assert write_html(plane_figure(s), tmp_path / "p.html").stat().st_size > 0
