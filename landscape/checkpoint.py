@@ -45,8 +45,20 @@ class CheckpointMeta:
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:
             raise UserError(f"checkpoint metadata needs a non-empty 'arch', got {self.arch!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+        if not _is_int(self.num_classes) or self.num_classes < 1:
             raise UserError(f"checkpoint 'num_classes' must be a positive int, got {self.num_classes!r}")
+        for name, kind in (("arch_kwargs", dict), ("extra", dict)):
+            if not isinstance(getattr(self, name), kind):
+                raise UserError(f"checkpoint '{name}' must be a JSON object, got "
+                                f"{getattr(self, name)!r}")
+        for name in ("dataset", "method", "parent"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"checkpoint '{name}' must be a string, got {value!r}")
+        for name in ("member", "seed", "epochs"):
+            value = getattr(self, name)
+            if value is not None and not _is_int(value):
+                raise UserError(f"checkpoint '{name}' must be an integer, got {value!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -61,11 +73,17 @@ class CheckpointMeta:
             raise UserError("checkpoint metadata must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in doc.items() if k in names}
-        extra = dict(known.pop("extra", {}) or {})
-        extra.update({k: v for k, v in doc.items() if k not in names})
+        extra = known.pop("extra", {})
+        if not isinstance(extra, dict):
+            raise UserError(f"checkpoint 'extra' must be a JSON object, got {extra!r}")
+        extra = {**extra, **{k: v for k, v in doc.items() if k not in names}}
         if "arch" not in known or "num_classes" not in known:
             raise UserError("checkpoint metadata lacks 'arch' or 'num_classes'")
         return cls(**known, extra=extra)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

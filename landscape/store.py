@@ -257,7 +257,9 @@ def read_surface(path: str | os.PathLike) -> Surface:
                 x=f["x"][...], y=f["y"][...], metrics=metrics, done=f["done"][...].astype(bool),
                 points=points, config=config, path=path,
             )
-    except (OSError, KeyError) as exc:
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise UserError(f"{path} is not a readable surface file ({exc})") from None
 
 
@@ -280,5 +282,7 @@ def read_paths(path: str | os.PathLike) -> PathSet:
                 names=json.loads(f.attrs["names"]), metrics=_ordered_metrics(f, config),
                 done=f["done"][...].astype(bool), config=config, path=path,
             )
-    except (OSError, KeyError) as exc:
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise UserError(f"{path} is not a readable paths file ({exc})") from None
