@@ -234,33 +234,37 @@ def _ordered_metrics(f: h5py.File, config: dict[str, Any]) -> dict[str, dict[str
             for split in splits}
 
 
+def _read(path: str | os.PathLike, kind: str, build: Callable[[h5py.File, dict, Path], Any]):
+    """Open a results file of ``kind`` read-only and build its result object; anything
+    malformed becomes one clean ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{kind} file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != kind:
+                raise UserError(f"{path} is not a {kind} file of this toolkit")
+            return build(f, json.loads(f.attrs["config"]), path)
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"{path} is not a readable {kind} file ({exc})") from None
+
+
 def read_surface(path: str | os.PathLike) -> Surface:
     """Read a surface file (complete or partial) into a ``Surface``.
 
     Raises:
         UserError: the file is missing or not a surface file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"surface file {path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("kind") != "surface":
-                raise UserError(f"{path} is not a surface file of this toolkit")
-            config = json.loads(f.attrs["config"])
-            metrics = _ordered_metrics(f, config)
-            points = {
-                name: PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
-                for name, ds in f.get("points", {}).items()
-            }
-            return Surface(
-                x=f["x"][...], y=f["y"][...], metrics=metrics, done=f["done"][...].astype(bool),
-                points=points, config=config, path=path,
-            )
-    except UserError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise UserError(f"{path} is not a readable surface file ({exc})") from None
+
+    def build(f: h5py.File, config: dict, path: Path) -> Surface:
+        points = {name: PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
+                  for name, ds in f.get("points", {}).items()}
+        return Surface(x=f["x"][...], y=f["y"][...], metrics=_ordered_metrics(f, config),
+                       done=f["done"][...].astype(bool), points=points, config=config, path=path)
+
+    return _read(path, "surface", build)
 
 
 def read_paths(path: str | os.PathLike) -> PathSet:
@@ -269,20 +273,11 @@ def read_paths(path: str | os.PathLike) -> PathSet:
     Raises:
         UserError: the file is missing or not a paths file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"paths file {path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("kind") != "paths":
-                raise UserError(f"{path} is not a paths file of this toolkit")
-            config = json.loads(f.attrs["config"])
-            return PathSet(
-                alpha=f["alpha"][...], pairs=[tuple(int(v) for v in p) for p in f["pairs"][...]],
-                names=json.loads(f.attrs["names"]), metrics=_ordered_metrics(f, config),
-                done=f["done"][...].astype(bool), config=config, path=path,
-            )
-    except UserError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise UserError(f"{path} is not a readable paths file ({exc})") from None
+
+    def build(f: h5py.File, config: dict, path: Path) -> PathSet:
+        return PathSet(alpha=f["alpha"][...],
+                       pairs=[tuple(int(v) for v in p) for p in f["pairs"][...]],
+                       names=json.loads(f.attrs["names"]), metrics=_ordered_metrics(f, config),
+                       done=f["done"][...].astype(bool), config=config, path=path)
+
+    return _read(path, "paths", build)
