@@ -16,13 +16,14 @@ from cli import info as info_cmd
 from cli import interp as interp_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
+from cli import recover as recover_cmd
 from cli import report as report_cmd
 from cli import sweep as sweep_cmd
 from cli import train as train_cmd
 from cli.common import Parser
 
 SUBCOMMANDS = (demo_cmd, pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd,
-               plane_cmd, interp_cmd, report_cmd, info_cmd)
+               plane_cmd, interp_cmd, report_cmd, info_cmd, recover_cmd)
 
 EPILOG = """examples:
   landscape demo --out runs/demo
@@ -33,6 +34,7 @@ EPILOG = """examples:
   landscape plane m1.safetensors m2.safetensors m3.safetensors
   landscape interp runs/starsse
   landscape info runs/demo/plane.h5
+  landscape recover runs/plane/plane.h5
 """
 
 

@@ -5,6 +5,11 @@ tight loop that loads each weight set into a private copy of the model (``loop``
 the K weight sets and mapping the model over them with ``torch.func.vmap`` (``vmap``). Which is
 faster depends on model and device, so ``path="auto"`` measures both on a slice of the data and
 records the choice. Both give the numbers of the naive per-point loop to float tolerance.
+
+``tune`` goes further: after the path it times a few evaluation batch sizes and, on the vmap path,
+group sizes. None of these choices changes the numbers beyond float rounding: BN statistics are
+always gathered over batches of the fixed ``bn_batch_size``. Running out of memory halves the
+evaluation batch, then splits the group, instead of failing (``backoffs`` records each step).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from landscape.errors import UserError
 from landscape.geometry import ParamLayout
 
 PATHS = ("auto", "loop", "vmap")
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,18 @@ class PathChoice:
     """Which evaluation path the engine uses, and the measured seconds per point behind it."""
 
     path: str
+    seconds_per_point: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The engine settings ``GridEvaluator.tune`` picked and the timings behind them
+    (seconds per point, keyed ``path``, ``batch=N`` and ``group=K``)."""
+
+    path: str
+    batch_size: int
+    group_size: int
     seconds_per_point: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -91,6 +109,7 @@ class GridEvaluator:
         self._stats_model: nn.Module | None = None
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
+        self.backoffs: list[str] = []
 
     # ------------------------------------------------------------------ public
 
@@ -100,50 +119,129 @@ class GridEvaluator:
         buffers: Sequence[dict[str, torch.Tensor]] | None = None,
         *,
         path: str = "loop",
-        max_batches: int | None = None,
+        max_samples: int | None = None,
     ) -> GroupResult:
         """Metrics for K points given as (K, P) weight vectors.
 
         ``buffers`` (one BN-buffer dict per point) is required unless the policy is recompute.
-        ``max_batches`` truncates every pass (used only to time the paths).
+        ``max_samples`` truncates every pass to its first samples (used only for timing).
         """
         if path not in ("loop", "vmap"):
             raise UserError(f"unknown engine path {path!r}; expected loop or vmap")
         if self.bn_policy != "recompute" and self.bn_names and buffers is None:
             raise UserError(f"BN policy {self.bn_policy!r} needs per-point buffers")
-        run = self._eval_loop if path == "loop" else self._eval_vmap
         with torch.no_grad():
-            return run(weights, buffers, max_batches)
+            return self._backing_off(weights, buffers, path, max_samples)
+
+    def _backing_off(self, weights, buffers, path, max_samples) -> GroupResult:
+        """Evaluate; on out-of-memory halve the evaluation batch, and once it is down to one
+        sample split the group of points in two, then retry."""
+        run = self._eval_loop if path == "loop" else self._eval_vmap
+        try:
+            return run(weights, buffers, max_samples)
+        except (OutOfMemoryError, RuntimeError) as exc:
+            if not _is_oom(exc):
+                raise
+            _release_memory(self._device)
+            if self.batch_size > 1:
+                self.batch_size //= 2
+                self.backoffs.append(f"out of memory: evaluation batch halved to {self.batch_size}")
+                return self._backing_off(weights, buffers, path, max_samples)
+            if len(weights) == 1:
+                raise UserError("out of memory even with one point and a batch of one sample; "
+                                "use a smaller --train-subset/--test-subset or another device") from exc
+            half = len(weights) // 2
+            self.backoffs.append(f"out of memory: group of {len(weights)} points split in two")
+            first = self._backing_off(weights[:half], _head(buffers, half), path, max_samples)
+            rest = self._backing_off(weights[half:], None if buffers is None else list(buffers[half:]),
+                                     path, max_samples)
+            return GroupResult({s: {m: np.concatenate([first.metrics[s][m], rest.metrics[s][m]])
+                                    for m in first.metrics[s]} for s in first.metrics})
+
+    def tune(
+        self,
+        weights: torch.Tensor,
+        buffers: Sequence[dict[str, torch.Tensor]] | None = None,
+        *,
+        path: str = "auto",
+        group_sizes: Sequence[int] = (),
+    ) -> Tuning:
+        """Pick the path (unless given), then the evaluation batch size among a quarter, one and
+        four times the current one, then (vmap only) the group size among ``group_sizes``, each
+        by timing a slice of the data on this group of points. Sets ``batch_size``."""
+        if path == "auto":
+            choice = self.choose_path(weights, buffers)
+            path, timings, note = choice.path, dict(choice.seconds_per_point), choice.note
+        else:
+            timings, note = {}, ""
+        longest = max(len(x) for x, _ in self.data.splits.values())
+        sizes = sorted({min(max(1, b), longest) for b in
+                        (self.batch_size // 4, self.batch_size, self.batch_size * 4)})
+        per_size = {}
+        probe = (weights[:1], _head(buffers, 1)) if path == "loop" else (weights, buffers)  # loop: per point
+        for _ in range(2):  # interleaved repeats, best time kept (see choose_path)
+            for size in sizes:
+                t = self._time(*probe, path, size, samples=min(longest, max(sizes)))
+                per_size[size] = min(t, per_size.get(size, float("inf")))
+                timings[f"batch={size}"] = per_size[size]
+        self.batch_size = min(per_size, key=per_size.get)
+        group = len(weights)
+        if path == "vmap" and group_sizes:
+            per_group = {}
+            for k in sorted(set(group_sizes)):
+                w = weights[:k] if k <= len(weights) else weights[torch.arange(k) % len(weights)]
+                b = None if buffers is None else [buffers[i % len(buffers)] for i in range(k)]
+                per_group[k] = self._time(w, b, path, self.batch_size, samples=self.batch_size)
+                timings[f"group={k}"] = per_group[k]
+            group = min(per_group, key=per_group.get)
+        return Tuning(path, self.batch_size, group, timings, note)
+
+    def _time(self, weights, buffers, path, batch_size, *, samples) -> float:
+        """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
+        inputs) at this batch size, after a warm-up."""
+        previous, self.batch_size = self.batch_size, batch_size
+        try:
+            self.evaluate(weights[:1], _head(buffers, 1), path=path, max_samples=batch_size)
+            start = time.perf_counter()
+            self.evaluate(weights, buffers, path=path, max_samples=samples)
+            return (time.perf_counter() - start) / len(weights)
+        finally:
+            self.batch_size = previous
 
     def choose_path(
         self, weights: torch.Tensor, buffers: Sequence[dict[str, torch.Tensor]] | None = None
     ) -> PathChoice:
-        """Time both paths on a slice of the data for this group of points; pick the faster."""
+        """Time both paths on a slice of the data for this group of points; pick the faster.
+        Each path is timed twice, interleaved, and keeps its best time, so that a moment of
+        load on a shared machine does not decide."""
         timings, note = {}, ""
-        for path in ("loop", "vmap"):
-            try:
-                self.evaluate(weights[:1], _head(buffers, 1), path=path, max_batches=1)  # warm-up
-                start = time.perf_counter()
-                self.evaluate(weights, buffers, path=path, max_batches=2)
-                timings[path] = (time.perf_counter() - start) / len(weights)
-            except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
-                note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+        samples = 2 * self.batch_size
+        for _ in range(2):
+            for path in ("loop", "vmap"):
+                if note.startswith(path):
+                    continue
+                try:
+                    t = self._time(weights, buffers, path, self.batch_size, samples=samples)
+                except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
+                    note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+                    continue
+                timings[path] = min(t, timings.get(path, float("inf")))
         if not timings:
             raise RuntimeError(f"no evaluation path works for this model ({note})")
         return PathChoice(min(timings, key=timings.get), timings, note)
 
     # ------------------------------------------------------------------ loop path
 
-    def _eval_loop(self, weights, buffers, max_batches) -> GroupResult:
+    def _eval_loop(self, weights, buffers, max_samples) -> GroupResult:
         k = len(weights)
         out = {s: {"loss": np.empty(k), "acc": np.empty(k)} for s in self.data.splits}
         for i in range(k):
             self._load(weights[i], None if buffers is None else buffers[i])
             if self.bn_policy == "recompute":
-                recompute_bn_(self.model, _limit(self.data.bn_inputs, self.bn_batch_size,
-                                                 max_batches), batch_size=self.bn_batch_size)
+                recompute_bn_(self.model, _limit(self.data.bn_inputs, max_samples),
+                              batch_size=self.bn_batch_size)
             for split, (x, y) in self.data.splits.items():
-                loss, acc = self._eval_split(self.model, x, y, max_batches, k=None)
+                loss, acc = self._eval_split(self.model, x, y, max_samples, k=None)
                 out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
         return GroupResult(out)
 
@@ -155,11 +253,11 @@ class GridEvaluator:
 
     # ------------------------------------------------------------------ vmap path
 
-    def _eval_vmap(self, weights, buffers, max_batches) -> GroupResult:
+    def _eval_vmap(self, weights, buffers, max_samples) -> GroupResult:
         device = self._device
         params = self.layout.unflatten(weights.to(device))  # name -> (K, *shape)
         if self.bn_policy == "recompute" and self.bn_names:
-            bufs = self._vmap_bn_stats(params, max_batches)
+            bufs = self._vmap_bn_stats(params, max_samples)
         elif buffers is not None and buffers[0]:
             bufs = {n: torch.stack([b[n] for b in buffers]).to(device) for n in buffers[0]}
         else:
@@ -171,12 +269,12 @@ class GridEvaluator:
         fn = vmap(one, in_dims=(0, 0, None))
         out = {}
         for split, (x, y) in self.data.splits.items():
-            loss, acc = self._eval_split(lambda xb: fn(params, bufs, xb), x, y, max_batches,
+            loss, acc = self._eval_split(lambda xb: fn(params, bufs, xb), x, y, max_samples,
                                          k=len(weights))
             out[split] = {"loss": loss, "acc": acc}
         return GroupResult(out)
 
-    def _vmap_bn_stats(self, params, max_batches) -> dict[str, torch.Tensor]:
+    def _vmap_bn_stats(self, params, max_samples) -> dict[str, torch.Tensor]:
         """Cumulative BN statistics for K stacked weight sets: the mean, over every call of a
         layer in every fixed batch, of the batch mean and unbiased variance, which is exactly
         what momentum=None accumulates. Statistics are keyed by layer name, so layers that run
@@ -193,7 +291,7 @@ class GridEvaluator:
         fn = vmap(one, in_dims=(0, None))
         sums: list[torch.Tensor] | None = None
         calls: dict[str, int] = {}
-        for xb in fixed_batches(_limit(self.data.bn_inputs, self.bn_batch_size, max_batches),
+        for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples),
                                 self.bn_batch_size):
             stats = fn(params, xb)
             sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
@@ -248,7 +346,7 @@ class GridEvaluator:
         fn: Callable[[torch.Tensor], torch.Tensor] | nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        max_batches: int | None,
+        max_samples: int | None,
         *,
         k: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +356,7 @@ class GridEvaluator:
         loss_sum = torch.zeros(kk, dtype=torch.float64, device=x.device)
         correct = torch.zeros(kk, dtype=torch.long, device=x.device)
         n = 0
-        for start in _starts(len(x), self.batch_size, max_batches):
+        for start in _starts(len(x), self.batch_size, max_samples):
             xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
@@ -270,14 +368,24 @@ class GridEvaluator:
         return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
 
 
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _head(buffers, n):
     return None if buffers is None else list(buffers[:n])
 
 
-def _starts(length: int, batch_size: int, max_batches: int | None) -> range:
-    stop = length if max_batches is None else min(length, max_batches * batch_size)
+def _starts(length: int, batch_size: int, max_samples: int | None) -> range:
+    stop = length if max_samples is None else min(length, max_samples)
     return range(0, stop, batch_size)
 
 
-def _limit(x: torch.Tensor | None, batch_size: int, max_batches: int | None) -> torch.Tensor:
-    return x if max_batches is None else x[: max_batches * batch_size]
+def _limit(x: torch.Tensor | None, max_samples: int | None) -> torch.Tensor:
+    return x if max_samples is None else x[: max(max_samples, 2)]

@@ -150,6 +150,7 @@ def interpolate(
         lambda pa: _point(vecs, pair_list[pa[0]], float(alpha[pa[1]])),
         _buffers(ckpts, pair_list, alpha, policy),
         engine=config.engine, group_size=config.group_size or 8,
+        tune_group=config.group_size is None,
         total=len(pair_list) * len(alpha), desc="paths", fresh=fresh, group=group,
     )
     group.barrier()

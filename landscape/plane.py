@@ -156,7 +156,8 @@ def plane(
         make_evaluator,
         lambda ji: basis.point(float(x[ji[1]]), float(y[ji[0]])),
         None if bufs is None else lambda ji: bufs(float(x[ji[1]]), float(y[ji[0]])),
-        engine=config.engine, group_size=config.group_size or 8, total=len(x) * len(y),
+        engine=config.engine, group_size=config.group_size or 8,
+        tune_group=config.group_size is None, total=len(x) * len(y),
         desc="plane", fresh=fresh, group=group,
     )
     group.barrier()

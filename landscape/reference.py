@@ -31,9 +31,11 @@ def naive_point(
     bn_batch_size: int = 128,
     buffers: dict[str, torch.Tensor] | None = None,
     batch_size: int = 128,
+    device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """Loss and accuracy (%) of ``model`` with the (P,) weight vector ``weights``."""
-    m = copy.deepcopy(model).eval()
+    """Loss and accuracy (%) of ``model`` with the (P,) weight vector ``weights``; batches come
+    from the datasets through a DataLoader and are moved to ``device`` one by one."""
+    m = copy.deepcopy(model).to(device).eval()
     layout = ParamLayout.of(m)
     with torch.no_grad():
         params = dict(m.named_parameters())
@@ -43,9 +45,10 @@ def naive_point(
         for name, t in (buffers or {}).items():
             own[name].copy_(t)
     if bn == "recompute" and bn_modules(m):
-        update_bn(DataLoader(_inputs_only(bn_train), batch_size=bn_batch_size, shuffle=False), m)
+        update_bn(DataLoader(_inputs_only(bn_train), batch_size=bn_batch_size, shuffle=False), m,
+                  device=torch.device(device))
     m.eval()
-    return {split: _evaluate(m, ds, batch_size) for split, ds in splits.items()}
+    return {split: _evaluate(m, ds, batch_size, device) for split, ds in splits.items()}
 
 
 def naive_plane(
@@ -106,9 +109,10 @@ class _inputs_only(Dataset):
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, ds: Dataset, batch_size: int) -> dict[str, float]:
+def _evaluate(model: nn.Module, ds: Dataset, batch_size: int, device) -> dict[str, float]:
     loss, correct, n = 0.0, 0, 0
     for xb, yb in DataLoader(ds, batch_size=batch_size, shuffle=False):
+        xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(-1) == yb).sum())

@@ -36,6 +36,7 @@ def evaluate_grid(
     *,
     engine: str,
     group_size: int,
+    tune_group: bool = False,
     total: int,
     desc: str,
     fresh: bool,
@@ -49,6 +50,8 @@ def evaluate_grid(
             is work; a ``UserError`` from it removes a file this call created.
         weights: the (P,) float64 weight vector of a point, from the base checkpoints directly.
         buffers: a point's BN buffers (None under BN recompute).
+        engine: ``auto`` tunes path, batch size and (with ``tune_group``) group size on the
+            first group and records the choice; ``loop``/``vmap`` use the settings as given.
         fresh: the file did not exist before (or is being overwritten).
         group: this process's place under torchrun.
     """
@@ -66,13 +69,15 @@ def evaluate_grid(
                 store.close()
                 Path(out).unlink(missing_ok=True)
             raise
-        groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
 
         def inputs(g):
             w = torch.stack([weights(ix) for ix in g])
             return w, (None if buffers is None else [buffers(ix) for ix in g])
 
-        path = _shared(group, lambda: _choose_path(store, evaluator, engine, *inputs(groups[0])))
+        first = list(todo[:group_size])
+        path, evaluator.batch_size, group_size = _shared(
+            group, lambda: _tune(store, evaluator, engine, group_size, tune_group, *inputs(first)))
+        groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
         if group.world_size == 1:
             _run_alone(store, evaluator, groups, inputs, path, total, len(todo), desc)
         else:
@@ -190,15 +195,20 @@ def _broadcast(group: Group, value):
     return box[0]
 
 
-def _choose_path(store: GridStore, evaluator: GridEvaluator, engine: str, w, bufs) -> str:
+def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: int,
+          tune_group: bool, w, bufs) -> tuple[str, int, int]:
+    """(path, batch size, group size): the user's, a resumed run's, or measured now."""
     if engine != "auto":
-        store.set_runtime("engine", {"path": engine, "chosen_by": "user"})
-        return engine
+        store.set_runtime("engine", {"path": engine, "batch_size": evaluator.batch_size,
+                                     "group_size": group_size, "chosen_by": "user"})
+        return engine, evaluator.batch_size, group_size
     previous = store.config["runtime"].get("engine")
-    if previous and previous.get("chosen_by") == "measured":  # a resumed run keeps its choice
-        return previous["path"]
-    choice = evaluator.choose_path(w, bufs)
-    store.set_runtime("engine", {"path": choice.path, "chosen_by": "measured",
-                                 "seconds_per_point": choice.seconds_per_point,
-                                 "note": choice.note})
-    return choice.path
+    if previous and previous.get("chosen_by") == "measured" and "batch_size" in previous:
+        return previous["path"], previous["batch_size"], previous["group_size"]  # resumed run
+    groups = (max(1, group_size // 2), group_size, 2 * group_size) if tune_group else ()
+    tuning = evaluator.tune(w, bufs, group_sizes=groups)
+    store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
+                                 "group_size": tuning.group_size, "chosen_by": "measured",
+                                 "seconds_per_point": tuning.seconds_per_point,
+                                 "note": tuning.note})
+    return tuning.path, tuning.batch_size, tuning.group_size

@@ -12,12 +12,20 @@ Only this module touches HDF5. Layout (format version 1)::
 
 The configuration has two parts: ``identity`` (everything that determines the numbers; a rerun
 must match it to resume) and ``runtime`` (device, engine choice, versions; free to change).
+
+Nothing computed is lost if the HDF5 file is damaged (a kill during a flush, a full disk, a
+truncated copy): while a file is unfinished, ``<file>.init`` holds a copy of it as created and
+``<file>.journal`` gets one JSON line per written group, appended and fsynced *before* the HDF5
+write. ``recover`` rebuilds the file from the two. Both are removed once the file is finished
+and has been read back complete.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,7 @@ class GridStore:
     def __init__(self, file: h5py.File, lock: WriterLock | None = None) -> None:
         self.file = file
         self.lock = lock  # held while the file is open for writing
+        self.path = Path(file.filename)
 
     # ------------------------------------------------------------------ opening
 
@@ -67,23 +76,37 @@ class GridStore:
         lock = WriterLock(path).acquire()  # refuses while another process writes this file
         try:
             if path.exists() and not overwrite:
-                store = cls(_open_existing(path, kind, "r"))
-                store._check_identity(path, config["identity"])
-                if store.file["done"][...].all() and not any(parts_dir(path).glob("part-*")):
-                    lock.release()
-                    return store  # finished: read-only, the file is not touched
-                store.close()
-                store = cls(_open_existing(path, kind, "r+"), lock)
-                store._update_runtime(config["runtime"])
-                return store
+                return cls._resume(path, kind, config, lock)
+            for stale in (journal_path(path), init_path(path)):
+                stale.unlink(missing_ok=True)
             f = h5py.File(path, "w")
             _initialise(f, kind, axes, shape, splits, config)
             extras(f)
-            f.flush()
-            return cls(f, lock)
+            f.close()
+            _copy_synced(path, init_path(path))
+            return cls(h5py.File(path, "r+"), lock)
         except BaseException:
             lock.release()
             raise
+
+    @classmethod
+    def _resume(cls, path: Path, kind: str, config: dict[str, Any], lock: WriterLock) -> "GridStore":
+        try:
+            store = cls(_open_existing(path, kind, "r"))
+            store._check_identity(path, config["identity"])
+            finished = store.file["done"][...].all()
+        except UserError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:  # opens, but its data is damaged
+            raise _damaged(path, exc) from None
+        if finished and not any(parts_dir(path).glob("part-*")):
+            _drop_journal_if_finished(path)  # left behind if a run was killed as it closed
+            lock.release()
+            return store  # finished: read-only, the file is not touched
+        store.close()
+        store = cls(_open_existing(path, kind, "r+"), lock)
+        store._update_runtime(config["runtime"])
+        return store
 
     def _check_identity(self, path: Path, identity: dict[str, Any]) -> None:
         stored = json.loads(self.file.attrs["config"])["identity"]
@@ -120,20 +143,20 @@ class GridStore:
         return [tuple(int(v) for v in ji) for ji in np.argwhere(~done)]
 
     def write(self, index: list[tuple[int, ...]], metrics: dict[str, dict[str, np.ndarray]]) -> None:
-        """Store finished points (values first, then the done mask) and flush to disk."""
-        for split, values in metrics.items():
-            for name in METRICS:
-                ds = self.file[f"metrics/{split}/{name}"]
-                for idx, v in zip(index, values[name]):
-                    ds[idx] = v
-        done = self.file["done"]
-        for idx in index:
-            done[idx] = True
-        self.file.flush()
+        """Store finished points: first a journal line (fsynced), then the values, then the done
+        mask, then flush. A failure (e.g. a full disk) leaves the points recoverable or absent,
+        never half-marked as done."""
+        _append_journal(self.path, {"index": [list(map(int, i)) for i in index],
+                                    "metrics": {s: {m: [float(v) for v in values[m]] for m in METRICS}
+                                                for s, values in metrics.items()}})
+        _write_arrays(self.file, index, metrics)
 
     def close(self) -> None:
+        writing = self.lock is not None and self.file.id.valid and self.file.mode == "r+"
         if self.file.id.valid:
             self.file.close()
+        if writing:
+            _drop_journal_if_finished(self.path)
         if self.lock is not None:
             self.lock.release()
 
@@ -194,22 +217,133 @@ class PathStore(GridStore):
                             extras=write_pairs, overwrite=overwrite)
 
 
+def journal_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}.journal")
+
+
+def init_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}.init")
+
+
+def recover(path: str | os.PathLike) -> tuple[int, Path | None]:
+    """Rebuild a damaged (or any unfinished) results file from its initial copy and journal.
+
+    The damaged file is kept beside it as ``<file>.damaged-<time>``. Returns the number of
+    finished points recovered and where the old file went (None if there was none).
+
+    Raises:
+        UserError: there is no journal to recover from, or another process writes the file.
+    """
+    path = Path(path)
+    init, journal = init_path(path), journal_path(path)
+    if not init.is_file():
+        if path.is_file() and _readable(path):
+            raise UserError(f"{path} is a finished, readable file: nothing to recover")
+        raise UserError(f"{path} has no recovery copy ({init.name}); it cannot be rebuilt: rerun "
+                        "the command with --overwrite to compute it again")
+    lock = WriterLock(path).acquire()
+    try:
+        records = _read_journal(journal)
+        tmp = path.with_name(f".{path.name}.recover-{os.getpid()}")
+        shutil.copyfile(init, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for r in records:
+                _write_arrays(f, [tuple(i) for i in r["index"]], r["metrics"])
+            done = int(f["done"][...].sum())
+        moved = None
+        if path.exists():
+            moved = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, moved)
+        os.replace(tmp, path)
+        return done, moved
+    finally:
+        lock.release()
+
+
 def parts_dir(path: str | os.PathLike) -> Path:
     """Where processes under torchrun leave finished groups for the main process to merge."""
     return Path(f"{path}.parts")
+
+
+def _damaged(path: Path, exc: BaseException) -> UserError:
+    first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if init_path(path).is_file():
+        n = len(_read_journal(journal_path(path)))
+        return UserError(f"{path} is damaged ({first}); `landscape recover {path}` rebuilds it from its "
+                         f"journal ({n} finished groups), then rerun this command to finish it")
+    return UserError(f"{path} exists but is not a readable results file ({first}); remove it or pass "
+                     "--overwrite")
 
 
 def _open_existing(path: Path, kind: str, mode: str) -> h5py.File:
     try:
         f = h5py.File(path, mode)
     except OSError as exc:
-        raise UserError(
-            f"{path} exists but is not a readable HDF5 file ({exc}); remove it or pass --overwrite"
-        ) from None
+        raise _damaged(path, exc) from None
     if f.attrs.get("kind") != kind or "config" not in f.attrs:
         f.close()
         raise UserError(f"{path} is not a {kind} file of this toolkit; pass --overwrite")
     return f
+
+
+def _write_arrays(f: h5py.File, index, metrics) -> None:
+    for split, values in metrics.items():
+        for name in METRICS:
+            ds = f[f"metrics/{split}/{name}"]
+            for idx, v in zip(index, values[name]):
+                ds[idx] = v
+    done = f["done"]
+    for idx in index:
+        done[idx] = True
+    f.flush()
+
+
+def _append_journal(path: Path, record: dict[str, Any]) -> None:
+    journal = journal_path(path)
+    if not init_path(path).is_file():
+        return  # a file made before journals existed, or being recovered
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_journal(journal: Path) -> list[dict[str, Any]]:
+    """Every complete line of the journal; a line cut short by a kill is ignored."""
+    if not journal.is_file():
+        return []
+    records = []
+    for line in journal.read_bytes().split(b"\n"):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in records if isinstance(r, dict) and "index" in r and "metrics" in r]
+
+
+def _copy_synced(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dst)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f["done"][...].all())
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _drop_journal_if_finished(path: Path) -> None:
+    if _readable(path):
+        journal_path(path).unlink(missing_ok=True)
+        init_path(path).unlink(missing_ok=True)
 
 
 def _initialise(f, kind, axes, shape, splits, config) -> None:

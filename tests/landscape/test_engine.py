@@ -93,7 +93,8 @@ def test_eval_batch_size_and_group_size_do_not_change_numbers(three_ckpts, tmp_p
         np.testing.assert_allclose(c.loss(split), b.loss(split), atol=1e-5, rtol=0)
     engine = c.config["runtime"]["engine"]
     assert engine["chosen_by"] == "measured" and engine["path"] in ("loop", "vmap")
-    assert set(engine["seconds_per_point"]) == {"loop", "vmap"}
+    assert {"loop", "vmap"} <= set(engine["seconds_per_point"])
+    assert engine["batch_size"] in (1024 // 4, TEST_N, TRAIN_N) and engine["group_size"] in (4, 8, 16)
 
 
 def test_callers_model_is_bit_identical_after_evaluation(three_ckpts, tmp_path):

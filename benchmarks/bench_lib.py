@@ -1,0 +1,278 @@
+"""Shared measuring code of the benchmarks: one plane case, timed for our engine and for the
+naive per-point reference loop in the same run, with FLOP counts and the machine's matmul rate.
+
+The naive reference is what peers do: for every point a fresh model copy with the point's
+weights, BN statistics recomputed with ``update_bn`` over a DataLoader, and a DataLoader pass per
+split. Its datasets apply their transform per sample, as torchvision datasets do (``PerSample``),
+while the engine transforms the data once and keeps it resident on the device.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+import landscape
+from landscape.engine import EvalData, GridEvaluator
+from landscape.geometry import ParamLayout, PlaneBasis, axis, three_point_basis
+from landscape.reference import naive_point
+
+REPO = Path(__file__).resolve().parents[1]
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class PerSample(Dataset):
+    """Raw samples transformed one at a time in ``__getitem__``, as torchvision datasets do."""
+
+    def __init__(self, raw: np.ndarray, labels: np.ndarray, transform: Transform) -> None:
+        self.raw, self.labels, self.transform = raw, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.raw[i]), int(self.labels[i])
+
+
+class InputsOnly(Dataset):
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.ds[i][0]
+
+
+def vector_transform(mean: float = 0.0, std: float = 1.0) -> Transform:
+    """ToTensor + Normalize for 1-D float samples (MNIST-1D)."""
+    def tf(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32).sub(mean).div(std)
+
+    return tf
+
+
+def image_transform(mean: Sequence[float], std: Sequence[float]) -> Transform:
+    """What torchvision's CIFAR datasets do per sample: uint8 HWC array -> PIL image ->
+    ToTensor -> Normalize."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    return lambda a: tf(Image.fromarray(a))
+
+
+def resident(ds: PerSample, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset transformed once, stacked and moved to the device (what the engine uses)."""
+    x = torch.stack([ds.transform(r) for r in ds.raw])
+    return x.to(device), torch.as_tensor(ds.labels, dtype=torch.long, device=device)
+
+
+# ----------------------------------------------------------------------------- a plane case
+
+
+@dataclass
+class PlaneCase:
+    """One benchmark case: the plane through three models, evaluated on a train and a test set
+    with BN recompute (or another policy for models without BN statistics to recompute)."""
+
+    name: str
+    models: tuple[nn.Module, nn.Module, nn.Module]
+    train: PerSample
+    test: PerSample
+    grid: int = 21
+    naive_points: int = 8
+    engine_points: int = 32
+    bn_batch_size: int = 128
+    naive_batch_size: int = 128
+    batch_size: int = 1024
+    group_size: int = 8
+    device: str = "cpu"
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Timing:
+    points: int
+    seconds: float
+    metrics: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def points_per_s(self) -> float:
+        return self.points / self.seconds
+
+
+def plane_geometry(models, grid: int) -> tuple[ParamLayout, PlaneBasis, np.ndarray, np.ndarray]:
+    """The Garipov plane through three models and its default grid (margins 0.2)."""
+    layout = ParamLayout.of(models[0])
+    basis = three_point_basis(*[layout.flatten(m.state_dict()) for m in models])
+    x = axis(min(0.0, basis.c_u), max(basis.norm_b, basis.c_u), 0.2, grid)
+    y = axis(0.0, basis.norm_c_perp, 0.2, grid)
+    return layout, basis, x, y
+
+
+def sample_points(grid: int, n: int, *, seed: int) -> list[tuple[int, int]]:
+    """A seeded sample of min(n, grid^2) distinct grid indices (j, i), in row-major order."""
+    flat = np.random.default_rng(seed).choice(grid * grid, size=min(n, grid * grid), replace=False)
+    return [(int(k) // grid, int(k) % grid) for k in np.sort(flat)]
+
+
+def measure(case: PlaneCase) -> dict[str, Any]:
+    """Engine (tuned as ``landscape plane --engine auto``) and naive loop on the same points."""
+    device = torch.device(case.device)
+    layout, basis, x, y = plane_geometry(case.models, case.grid)
+    data = EvalData({"train": resident(case.train, device), "test": resident(case.test, device)})
+    data = EvalData(data.splits, data.splits["train"][0])
+    evaluator = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
+                              bn_batch_size=case.bn_batch_size, batch_size=case.batch_size)
+
+    def weights(points):
+        return basis.points(torch.tensor([[x[i], y[j]] for j, i in points], dtype=torch.float64))
+
+    naive_sample = sample_points(case.grid, case.naive_points, seed=case.seed)
+    engine_sample = sorted(set(naive_sample) | set(sample_points(case.grid, case.engine_points,
+                                                                 seed=case.seed + 1)))
+    start = time.perf_counter()
+    tuning = evaluator.tune(weights(engine_sample[: case.group_size]),
+                            group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
+    tune_seconds = time.perf_counter() - start
+    engine = time_engine(evaluator, weights, engine_sample, tuning.path, tuning.group_size)
+    flops = flops_per_point(evaluator, weights(engine_sample[:1]))
+    log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
+        f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
+    naive = time_naive(case, weights, naive_sample, device)
+    at = [engine_sample.index(p) for p in naive_sample]
+    diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
+                   for s in naive.metrics) for m in ("loss", "acc")}
+    return {
+        "case": case.name, "device": str(device), "grid": case.grid,
+        "samples": {"train": len(case.train), "test": len(case.test)},
+        "bn": "recompute", "bn_batch_size": case.bn_batch_size,
+        "tuning": {"path": tuning.path, "batch_size": tuning.batch_size,
+                   "group_size": tuning.group_size, "seconds": tune_seconds,
+                   "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs},
+        "engine": _timing(engine), "naive": _timing(naive),
+        "ratio": engine.points_per_s / naive.points_per_s,
+        "max_abs_diff": diff,
+        "flops_per_point": flops,
+        "engine_flops_per_s": flops * engine.points_per_s,
+        "notes": case.notes,
+    }
+
+
+def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int) -> Timing:
+    evaluator.evaluate(weights(points[:1]), path=path)  # warm-up
+    sync(evaluator)
+    parts, start = [], time.perf_counter()
+    for g in range(0, len(points), group):
+        parts.append(evaluator.evaluate(weights(points[g : g + group]), path=path).metrics)
+    seconds = time.perf_counter() - start
+    metrics = {s: {m: np.concatenate([p[s][m] for p in parts]) for m in parts[0][s]}
+               for s in parts[0]}
+    return Timing(len(points), seconds, metrics)
+
+
+def time_naive(case: PlaneCase, weights, points, device: torch.device) -> Timing:
+    splits = {"train": case.train, "test": case.test}
+
+    def one(point):
+        return naive_point(case.models[0], weights([point])[0], splits, bn="recompute",
+                           bn_train=case.train, bn_batch_size=case.bn_batch_size,
+                           batch_size=case.naive_batch_size, device=device)
+
+    one(points[0])  # warm-up
+    results, start = [], time.perf_counter()
+    for p in points:
+        results.append(one(p))
+    seconds = time.perf_counter() - start
+    metrics = {s: {m: np.array([r[s][m] for r in results]) for m in ("loss", "acc")} for s in splits}
+    return Timing(len(points), seconds, metrics)
+
+
+def flops_per_point(evaluator: GridEvaluator, w: torch.Tensor) -> float:
+    """Forward FLOPs of one point (BN recompute pass and the evaluation passes), as counted
+    by ``torch.utils.flop_counter`` (convolutions and matrix products)."""
+    with FlopCounterMode(display=False) as counter:
+        evaluator.evaluate(w, path="loop")
+    return float(counter.get_total_flops())
+
+
+def sync(evaluator: GridEvaluator) -> None:
+    device = next(evaluator.model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timing(t: Timing) -> dict[str, float]:
+    return {"points": t.points, "seconds": t.seconds, "points_per_s": t.points_per_s}
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def matmul_flops_per_s(device: str = "cpu", n: int | None = None, repeats: int = 5) -> float:
+    """Dense fp32 matmul throughput of this device with the current thread settings (best of
+    ``repeats``), the yardstick of the engine's FLOP/s."""
+    dev = torch.device(device)
+    n = n or (8192 if dev.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def environment(device: str) -> dict[str, Any]:
+    def git(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
+                                 check=False, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    dev = torch.device(device)
+    status = git("status", "--porcelain")
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "device": str(dev),
+        "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "versions": {"landscape": landscape.__version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+    }
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)

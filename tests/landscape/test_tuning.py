@@ -1,0 +1,131 @@
+"""The engine's autotuner and its out-of-memory back-off: neither may change the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, perturbed
+
+from landscape import UserError, load_dataset
+from landscape.engine import EvalData, GridEvaluator, OutOfMemoryError
+from landscape.geometry import ParamLayout
+
+N_TRAIN, N_TEST = 160, 90
+
+
+@pytest.fixture(scope="module")
+def setup():
+    base = make_model(0)
+    layout = ParamLayout.of(base)
+    weights = torch.stack([layout.flatten(perturbed(base, s, 0.2).state_dict()) for s in range(5)])
+    train, test = load_dataset("mnist1d", "train"), load_dataset("mnist1d", "test")
+    data = EvalData({"train": (train.inputs[:N_TRAIN], train.labels[:N_TRAIN]),
+                     "test": (test.inputs[:N_TEST], test.labels[:N_TEST])}, train.inputs[:N_TRAIN])
+    return base, layout, weights, data
+
+
+def _evaluator(setup, batch_size=64):
+    base, layout, _, data = setup
+    return GridEvaluator(base, layout, data, bn_policy="recompute", bn_batch_size=32,
+                         batch_size=batch_size)
+
+
+def _assert_same(a, b, atol=1e-5):
+    for split in a.metrics:
+        np.testing.assert_allclose(a.metrics[split]["loss"], b.metrics[split]["loss"], atol=atol, rtol=0)
+        np.testing.assert_allclose(a.metrics[split]["acc"], b.metrics[split]["acc"], atol=atol, rtol=0)
+
+
+def test_every_setting_the_tuner_can_pick_gives_the_same_numbers(setup):
+    weights = setup[2]
+    reference = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="loop")
+    for path in ("loop", "vmap"):
+        for batch in (1, 7, 16, 64, N_TRAIN):
+            _assert_same(_evaluator(setup, batch).evaluate(weights, path=path), reference)
+
+
+def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
+    weights = setup[2]
+    ev = _evaluator(setup, batch_size=64)
+    tuning = ev.tune(weights[:2], group_sizes=(1, 2, 4))
+    assert tuning.path in ("loop", "vmap")
+    assert tuning.batch_size in (16, 64, N_TRAIN) and ev.batch_size == tuning.batch_size
+    assert {"loop", "vmap", "batch=16", "batch=64", f"batch={N_TRAIN}"} <= set(tuning.seconds_per_point)
+    assert all(s > 0 for s in tuning.seconds_per_point.values())
+    if tuning.path == "vmap":
+        assert tuning.group_size in (1, 2, 4) and "group=4" in tuning.seconds_per_point
+    else:
+        assert tuning.group_size == 2  # the loop path's speed does not depend on the group
+    fixed = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="loop")
+    _assert_same(ev.evaluate(weights, path=tuning.path), fixed)
+
+
+def _oom_above(model: torch.nn.Module, limit: int) -> list[int]:
+    """Make the model's forward raise an out-of-memory error for batches above ``limit``."""
+    seen, forward = [], model.forward
+
+    def guarded(x):
+        seen.append(x.shape[0])
+        if x.shape[0] > limit:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return forward(x)
+
+    model.forward = guarded
+    return seen
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(setup, path):
+    weights = setup[2][:3]
+    expected = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="loop")
+    ev = _evaluator(setup, batch_size=256)  # BN statistics use fixed batches of 32, under the limit
+    ev._get_stats_model()  # the vmap path's BN-statistics copy is made before the patch
+    seen = _oom_above(ev.model, 40)
+    got = ev.evaluate(weights, path=path)
+    _assert_same(got, expected)
+    assert ev.batch_size == 32  # 256 -> 128 -> 64 -> 32
+    assert ev.backoffs == [f"out of memory: evaluation batch halved to {b}" for b in (128, 64, 32)]
+    assert max(seen) > 40 and seen[-1] <= 40
+
+
+def test_out_of_memory_with_a_batch_of_one_splits_the_group(setup, monkeypatch):
+    weights = setup[2][:4]
+    ev = _evaluator(setup, batch_size=2)
+    expected = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="vmap")
+    original = ev._eval_vmap
+
+    def at_most_one_point(w, buffers, max_samples):
+        if len(w) > 1:
+            raise RuntimeError("CUDA error: out of memory (simulated)")
+        return original(w, buffers, max_samples)
+
+    monkeypatch.setattr(ev, "_eval_vmap", at_most_one_point)
+    got = ev.evaluate(weights, path="vmap")
+    _assert_same(got, expected)
+    assert ev.batch_size == 1
+    assert ev.backoffs.count("out of memory: group of 4 points split in two") == 1
+    assert ev.backoffs.count("out of memory: group of 2 points split in two") == 2
+
+
+def test_out_of_memory_at_the_smallest_setting_is_a_clear_error(setup, monkeypatch):
+    ev = _evaluator(setup, batch_size=1)
+
+    def never(w, buffers, max_samples):
+        raise OutOfMemoryError("out of memory (simulated)")
+
+    monkeypatch.setattr(ev, "_eval_loop", never)
+    with pytest.raises(UserError, match="out of memory even with one point"):
+        ev.evaluate(setup[2][:1], path="loop")
+
+
+def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(setup, monkeypatch):
+    ev = _evaluator(setup, batch_size=64)
+
+    def broken(w, buffers, max_samples):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(ev, "_eval_loop", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        ev.evaluate(setup[2][:2], path="loop")
+    assert ev.batch_size == 64 and ev.backoffs == []
