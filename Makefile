@@ -27,7 +27,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
-	$(BIN)/python benchmarks/plane_bench.py
+	$(BIN)/python benchmarks/suite.py
 
 clean-demo:
 	rm -rf $(DEMO)
