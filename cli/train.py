@@ -2,8 +2,14 @@
 
 Methods: local-de (K fine-tunes of one checkpoint), global-de (one fine-tune per pre-trained
 checkpoint), sse (sequential cycles, each from the previous snapshot) and starsse (every cycle
-from the first fine-tuned member). The run directory holds manifest.json, member-<i>.safetensors
-and member-<i>.test-probs.npy; rerun the same command to continue an interrupted run.
+from the first fine-tuned member). The other local methods start from member 1 (a fine-tune of
+--pretrained, or the fine-tuned --init checkpoint) and make members 2..K: fge (Garipov et al.
+2018: snapshots at the minima of a per-iteration triangular LR), csgld (Zhang et al. 2020: one
+cyclical-SGLD sample per cycle), swag (Maddox et al. 2019: samples of the SWA Gaussian), kfac-laplace
+(Ritter et al. 2018: samples of a Kronecker-factored Laplace posterior) and spro (Benton et al.
+2021: uniform samples of a low-loss simplex). Sampled members get BN statistics recomputed.
+The run directory holds manifest.json, member-<i>.safetensors and member-<i>.test-probs.npy;
+rerun the same command to continue an interrupted run.
 """
 
 from __future__ import annotations
@@ -20,12 +26,26 @@ EXAMPLES = """examples:
   torchrun --nproc-per-node 2 -m cli train --method local-de --pretrained pre.safetensors --out runs/ld
   landscape train --method global-de --pretrained p1.safetensors p2.safetensors p3.safetensors \\
       --members 3 --epochs 10 --lr 0.02 --out runs/global-de
+  landscape train --method fge --pretrained pre.safetensors --preset mnist1d --cycle-epochs 2 --cycle-lr 0.04 \\
+      --fge-min-lr 0.0004 --out runs/fge
+  landscape train --method csgld --pretrained pre.safetensors --preset mnist1d --csgld-temperature 1 \\
+      --csgld-exploration 0.8 --out runs/csgld
+  landscape train --method swag --init runs/fge/member-1.safetensors --preset mnist1d --cycle-epochs 5 \\
+      --cycle-lr 0.04 --swag-rank 20 --sample-scale 0.5 --out runs/swag
+  landscape train --method kfac-laplace --pretrained pre.safetensors --preset mnist1d \\
+      --laplace-prior-precision 20 --out runs/kfac-laplace
+  landscape train --method spro --pretrained pre.safetensors --preset mnist1d --spro-vertices 3 \\
+      --spro-volume-reg 0.01 --out runs/spro
 """
 
 DEFAULTS = {"data": "mnist1d", "members": 5, "epochs": 10, "lr": 0.02, "wd": 5e-4,
             "batch_size": 128, "cycle_epochs": None, "cycle_lr": None, "optimizer": "sgd",
             "warmup_epochs": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
             "grad_clip": None, "amp": False}
+# the local methods' own settings (None: RunConfig's default)
+METHOD_FLAGS = ("fge_min_lr", "csgld_temperature", "csgld_exploration", "swag_rank", "swag_collect",
+                "swag_schedule", "sample_scale", "laplace_prior_precision", "spro_vertices",
+                "spro_volume_reg")
 
 
 def add_recipe(p: argparse.ArgumentParser) -> None:
@@ -41,11 +61,38 @@ def add_recipe(p: argparse.ArgumentParser) -> None:
                    help="mixed precision (fp16 + grad scaler on GPU, bf16 on CPU)")
 
 
+def add_local_methods(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fge, csgld, swag, kfac-laplace, spro (README: 'Other local methods')")
+    g.add_argument("--init", default=None,
+                   help="a fine-tuned checkpoint used as member 1 (skips its fine-tune)")
+    g.add_argument("--fge-min-lr", type=finite_float, default=None,
+                   help="fge: LR alpha_2 at the middle of each cycle; swag --swag-schedule cyclic: "
+                        "LR at the end of each interval (default --cycle-lr / 100)")
+    g.add_argument("--csgld-temperature", type=finite_float, default=None,
+                   help="csgld: temperature T of the noise sqrt(2 lr T / N) (default 1)")
+    g.add_argument("--csgld-exploration", type=finite_float, default=None,
+                   help="csgld: fraction beta of each cycle run as plain SGD (default 0.8)")
+    g.add_argument("--swag-rank", type=positive_int, default=None,
+                   help="swag: columns of the deviation matrix (default 20)")
+    g.add_argument("--swag-collect", type=positive_int, default=None,
+                   help="swag: weight collections per epoch (default 1)")
+    g.add_argument("--swag-schedule", default=None, help="swag: constant (default) or cyclic SWA LR")
+    g.add_argument("--sample-scale", type=finite_float, default=None,
+                   help="swag: covariance scale (default 0.5); kfac-laplace: sample scale (default 1)")
+    g.add_argument("--laplace-prior-precision", type=finite_float, default=None,
+                   help="kfac-laplace: prior precision tau (default N * wd)")
+    g.add_argument("--spro-vertices", type=positive_int, default=None,
+                   help="spro: vertices of the simplex, member 1 included (default 3)")
+    g.add_argument("--spro-volume-reg", type=finite_float, default=None,
+                   help="spro: weight lambda of -log(volume) in the loss (default 0.01)")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an ensemble (local-de, global-de, sse, starsse)",
-                       description=__doc__, epilog=EXAMPLES)
-    p.add_argument("--method", required=True, help="local-de, global-de, sse or starsse")
-    p.add_argument("--pretrained", nargs="+", required=True,
+    p = sub.add_parser("train", help="train an ensemble (local-de, global-de, sse, starsse, fge, "
+                       "csgld, swag, kfac-laplace, spro)", description=__doc__, epilog=EXAMPLES)
+    p.add_argument("--method", required=True, help="local-de, global-de, sse, starsse, fge, csgld, "
+                   "swag, kfac-laplace or spro")
+    p.add_argument("--pretrained", nargs="+", default=(),
                    help="pre-trained checkpoint (global-de: one per member)")
     p.add_argument("--preset", default=None,
                    help="settings from a preset (mnist1d, byol-resnet50-cifar100, "
@@ -59,11 +106,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wd", type=finite_float, default=None, help="weight decay (5e-4)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (128)")
     p.add_argument("--cycle-epochs", type=positive_int, default=None,
-                   help="SSE/StarSSE: epochs F of each later cycle")
+                   help="SSE/StarSSE: epochs F of each later cycle; fge/csgld: cycle length; "
+                        "swag: collection epochs; spro: epochs per new vertex")
     p.add_argument("--cycle-lr", type=finite_float, default=None,
-                   help="SSE/StarSSE: learning rate at the start of each later cycle")
+                   help="SSE/StarSSE: learning rate at the start of each later cycle; fge: peak LR "
+                        "alpha_1; csgld: alpha_0; swag: SWA LR; spro: LR of the new vertices")
     p.add_argument("--seed", type=int, default=0, help="member i uses seed + i - 1 (default 0)")
     add_recipe(p)
+    add_local_methods(p)
     g = p.add_argument_group("plain .pt/.pth pre-trained state dicts (no metadata)")
     g.add_argument("--arch", default=None, help="architecture, e.g. timm:resnet50")
     g.add_argument("--num-classes", type=positive_int, default=None,
@@ -93,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
     from ensembles.run import RunConfig, train
 
     s = settings(args)
+    own = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
     config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed,
-                       pretrained_arch=args.arch, pretrained_num_classes=args.num_classes, **s)
+                       pretrained_arch=args.arch, pretrained_num_classes=args.num_classes,
+                       init=args.init, **own, **s)
     with process_group(args.device) as (group, device):
         if group.is_main:
             fetch_data(args, s["data"])
@@ -104,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if not group.is_main:
         return 0
     for m in result.members:
-        print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs at lr {m['lr']:g}, "
+        lr = f" at lr {m['lr']:g}" if m.get("lr") is not None else ""
+        print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs{lr}, "
               f"test acc {m['test_acc']:.2f}%")
     print(f"wrote {args.out}/manifest.json and {len(result.members)} members")
     return 0

@@ -10,6 +10,7 @@ Example:
 """
 
 from ensembles.evaluate import RunReport, evaluate
+from ensembles.methods import LOCAL_METHODS
 from ensembles.metrics import EnsembleRow, accuracy, brier, diversity, ece, ensemble_rows, nll
 from ensembles.presets import load_preset, preset_names
 from ensembles.run import METHODS, Run, RunConfig, read_run, train
@@ -19,6 +20,7 @@ from ensembles.sweep import SweepResult, sweep
 from ensembles.training import TrainConfig, TrainResult, finetune, fit, predict_probs, pretrain
 
 __all__ = [
+    "LOCAL_METHODS",
     "METHODS",
     "EnsembleRow",
     "Run",

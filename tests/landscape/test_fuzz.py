@@ -10,10 +10,10 @@ from conftest import make_model, meta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from landscape import UserError, load_checkpoint, read_surface, save_checkpoint
+from landscape import UserError, load_checkpoint, read_paths, read_surface, save_checkpoint
 from landscape.checkpoint import CheckpointMeta
 from landscape.results import PointInfo
-from landscape.store import SurfaceStore
+from landscape.store import PathStore, SurfaceStore
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -43,9 +43,15 @@ def good_files(tmp_path_factory):
     save_checkpoint(make_model(0), root / "m.safetensors", meta())
     config = {"identity": {"mode": "three_point"}, "runtime": {}}
     with SurfaceStore.open(root / "s.h5", x=np.arange(3.0), y=np.arange(3.0), splits=("test",),
-                           config=config, points={"A": PointInfo(0, 0, 0)}):
-        pass
-    return (root / "m.safetensors").read_bytes(), (root / "s.h5").read_bytes()
+                           config=config, points={"A": PointInfo(0, 0, 0)}) as store:
+        store.write([(0, 0), (1, 2)], {"test": {"loss": np.array([1.0, 2.0]), "acc": np.array([10.0, 20.0])}})
+    with PathStore.open(root / "p.h5", alpha=np.linspace(0, 1, 4), pairs=[(0, 1), (1, 2)],
+                        names=["A", "B", "C"], splits=("test",), config=config) as store:
+        store.write([(0, 1)], {"test": {"loss": np.array([1.0]), "acc": np.array([10.0])}})
+    return tuple((root / n).read_bytes() for n in ("m.safetensors", "s.h5", "p.h5"))
+
+
+SURFACE_CONFIG = {"identity": {"mode": "three_point"}, "runtime": {}}
 
 
 def _mutate(data: bytes, edits) -> bytes:
@@ -84,4 +90,36 @@ def test_tampered_surface_file_errors_cleanly(good_files, tmp_path, edits, cut):
     try:
         read_surface(path)
     except UserError:
+        pass
+
+
+@FUZZ
+@given(edits=edits, cut=st.integers(0, 2000))
+def test_tampered_paths_file_errors_cleanly(good_files, tmp_path, edits, cut):
+    data = _mutate(good_files[2], edits)
+    data = data[: len(data) - cut] if cut else data
+    path = tmp_path / "t.h5"
+    path.write_bytes(data)
+    try:
+        read_paths(path)
+    except UserError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=edits, cut=st.integers(0, 2000))
+def test_resuming_a_damaged_partial_file_errors_cleanly(good_files, tmp_path, edits, cut):
+    """Opening a damaged unfinished file to resume it: a clean error, or a store that works."""
+    data = _mutate(good_files[1], edits)
+    data = data[: len(data) - cut] if cut else data
+    path = tmp_path / "r.h5"
+    path.write_bytes(data)
+    try:
+        with SurfaceStore.open(path, x=np.arange(3.0), y=np.arange(3.0), splits=("test",),
+                               config=SURFACE_CONFIG, points={"A": PointInfo(0, 0, 0)}) as store:
+            missing = store.missing()
+            if missing:
+                store.write(missing[:1], {"test": {"loss": np.array([3.0]), "acc": np.array([30.0])}})
+    except (UserError, OSError):
         pass

@@ -1,0 +1,259 @@
+"""The other local methods (FGE, cSGLD, SWAG, KFAC-Laplace, SPRO): each one's defining property,
+resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, meta
+from torch import nn
+
+from ensembles.methods import common, csgld, fge, laplace, spro, swag
+from ensembles.methods.common import weight_vector
+from ensembles.run import RunConfig, read_run, train
+from landscape import UserError, load_checkpoint, save_checkpoint
+
+TINY = dict(data="mnist1d", members=3, epochs=1, lr=0.05, batch_size=256)
+STEPS = 16  # batches per epoch of MNIST-1D's 4000 train examples at batch size 256
+
+
+@pytest.fixture(scope="module")
+def pre(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pre") / "pre.safetensors"
+    save_checkpoint(make_model(0), path, meta())
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- FGE
+
+
+def test_fge_learning_rate_is_the_papers_triangle():
+    c, a1, a2 = 8, 0.1, 0.001
+    lrs = [fge.fge_lr(i, c, a1, a2) for i in range(1, 2 * c + 1)]
+    assert lrs[c // 2 - 1] == pytest.approx(a2) and lrs[c - 1] == pytest.approx(a1)  # t = 1/2, 1
+    assert lrs[0] == pytest.approx(a1 + (a2 - a1) * 2 / c)  # t = 1/c on the way down
+    assert np.all(np.diff(lrs[: c // 2]) < 0) and np.all(np.diff(lrs[c // 2 - 1 : c]) > 0)
+    assert lrs[c:] == pytest.approx(lrs[:c])  # periodic
+    segs = fge.fge_segments(4, c)
+    assert [s.first + s.steps - 1 for s in segs] == [4, 12, 20]  # the minima
+    assert [s.index for s in segs] == [2, 3, 4] and segs[1].first == 5
+
+
+def test_fge_snapshots_fall_at_the_minima_and_resume_bit_identically(pre, tmp_path, monkeypatch):
+    cfg = RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.05, fge_min_lr=0.001, **TINY)
+    full = train(cfg, tmp_path / "full")
+    lrs = [lr for m in full.members[1:] for lr in m["lrs"]]
+    assert lrs == pytest.approx([fge.fge_lr(i, STEPS, 0.05, 0.001) for i in range(1, len(lrs) + 1)])
+    assert [len(m["lrs"]) for m in full.members[1:]] == [STEPS // 2, STEPS]
+    for m in full.members[1:]:  # every snapshot is taken right after the step at alpha_2
+        assert m["lrs"][-1] == pytest.approx(0.001) and min(m["lrs"]) == pytest.approx(0.001)
+    assert [m["start"] for m in full.members] == ["pretrained:0", "member:1", "member:2"]
+    m3 = load_checkpoint(full.checkpoint_path(3))
+    assert m3.meta.method == "fge" and m3.meta.member == 3 and m3.meta.seed == 2
+    assert m3.meta.parent == full.members[1]["sha256"]  # a trajectory: from the previous snapshot
+    assert not (tmp_path / "full" / "fge-state-3.safetensors").exists()
+
+    real_save = common.save_state
+
+    def dies_at_member_3(path, tensors, doc):
+        if doc.get("member") == 3:
+            raise KeyboardInterrupt
+        real_save(path, tensors, doc)
+
+    monkeypatch.setattr(common, "save_state", dies_at_member_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part")
+    assert len(read_run(tmp_path / "part").members) == 2
+    assert (tmp_path / "part" / "fge-state-2.safetensors").exists()  # momentum kept for the rerun
+    monkeypatch.setattr(common, "save_state", real_save)
+    resumed = train(cfg, tmp_path / "part")
+    assert [m["sha256"] for m in resumed.members] == [m["sha256"] for m in full.members]
+
+
+# ----------------------------------------------------------------------------- cSGLD
+
+
+def test_csgld_noise_has_the_scale_of_its_formula():
+    lr, temp, n = 0.04, 2.0, 4000
+    p = torch.zeros(200_000)
+    grads = [torch.zeros_like(p)]
+    gen = torch.Generator().manual_seed(0)
+    csgld.csgld_update_([p], grads, lr=lr, wd=0.0, sampling=True, temperature=temp, n_data=n,
+                        generator=gen)
+    expected = math.sqrt(2 * lr * temp / n)
+    assert float(p.std()) == pytest.approx(expected, rel=0.01)
+    assert abs(float(p.mean())) < 4 * expected / math.sqrt(len(p))
+    q = torch.ones(10)  # exploration: a plain SGD step, no noise; wd is the prior's drift
+    csgld.csgld_update_([q], [torch.full((10,), 0.5)], lr=0.1, wd=0.1, sampling=False,
+                        temperature=temp, n_data=n, generator=gen)
+    assert torch.allclose(q, torch.full((10,), 1 - 0.1 * (0.5 + 0.1)))
+
+
+def test_csgld_step_size_is_a_cosine_per_cycle_with_a_sampling_tail():
+    cycle, a0 = 10, 0.2
+    lrs = [csgld.csgld_lr(k, cycle, a0) for k in range(1, 2 * cycle + 1)]
+    assert lrs[0] == pytest.approx(a0) and lrs[cycle] == pytest.approx(a0)  # restarts
+    assert lrs[5] == pytest.approx(a0 / 2)
+    assert np.all(np.diff(lrs[:cycle]) < 0)
+    stage = [csgld.is_sampling(k, cycle, 0.8) for k in range(1, cycle + 1)]
+    assert stage == [False] * 8 + [True] * 2
+
+
+# ----------------------------------------------------------------------------- SWAG
+
+
+def test_swag_moments_mean_variance_and_zero_scale_sample():
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(7, generator=gen, dtype=torch.float64) for _ in range(5)]
+    ws[2][3] = ws[0][3] = ws[1][3] = ws[3][3] = ws[4][3] = 1.5  # a constant coordinate
+    m = swag.SwagMoments(7, rank=3)
+    for w in ws:
+        m.collect(w)
+    stack = torch.stack(ws)
+    torch.testing.assert_close(m.mean, stack.mean(0))
+    expected_var = torch.clamp((stack ** 2).mean(0) - stack.mean(0) ** 2, min=1e-30)
+    torch.testing.assert_close(m.variance(), expected_var)
+    assert m.variance()[3] >= 0  # rounding cannot make it negative
+    running = [stack[: i + 1].mean(0) for i in range(5)]
+    torch.testing.assert_close(m.deviations.double(), torch.stack([ws[i] - running[i] for i in (2, 3, 4)]),
+                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(m.sample(0.0, generator=gen), m.mean)
+    assert not torch.equal(m.sample(0.5, generator=gen), m.mean)
+
+
+def test_swag_run_reuses_its_saved_moments(pre, tmp_path, monkeypatch):
+    cfg = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, swag_collect=4, swag_rank=3, **TINY)
+    run = train(cfg, tmp_path / "r")
+    state = tmp_path / "r" / swag.STATE
+    assert state.exists()
+    first = load_checkpoint(run.checkpoint_path(1)).model
+    second = load_checkpoint(run.checkpoint_path(2)).model
+    assert not torch.equal(first.features[0][1].running_mean, second.features[0][1].running_mean)
+    assert run.members[1]["collected"] == 4 and run.members[1]["rank"] == 3
+    for f in (tmp_path / "r").glob("member-3*"):
+        f.unlink()
+    monkeypatch.setattr(swag, "collect", lambda *a, **k: pytest.fail("moments collected again"))
+    again = train(cfg, tmp_path / "r")
+    assert again.members[2]["sha256"] == run.members[2]["sha256"]
+
+
+# ----------------------------------------------------------------------------- KFAC-Laplace
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+
+
+def test_kfac_factors_are_the_input_and_gradient_second_moments():
+    net, x = _tiny_net(), torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    factors = laplace.kfac_factors(net, x, batch_size=16, generator=torch.Generator().manual_seed(2))
+    assert [f.name for f in factors] == ["0", "2"]
+    x_aug = torch.cat([x, torch.ones(64, 1)], 1).double()
+    torch.testing.assert_close(factors[0].A, x_aug.T @ x_aug / 64)
+    assert factors[1].A.shape == (5, 5) and factors[1].G.shape == (2, 2)
+    # G of the last layer: E[(p - onehot(y)) (p - onehot(y))^T] with y sampled from p
+    assert torch.allclose(factors[1].G.sum(0), torch.zeros(2, dtype=torch.float64), atol=1e-6)
+
+
+def test_kfac_conv1d_factor_uses_the_unfolded_patches():
+    conv = nn.Conv1d(2, 3, kernel_size=3, padding=1, bias=False)
+    x = torch.randn(5, 2, 6, generator=torch.Generator().manual_seed(0))
+    net = nn.Sequential(conv, nn.Flatten(), nn.Linear(18, 2))
+    f = laplace.kfac_factors(net, x, generator=torch.Generator().manual_seed(0))[0]
+    padded = nn.functional.pad(x, (1, 1))
+    patches = torch.stack([padded[:, :, t : t + 3].reshape(5, -1) for t in range(6)], 1)  # (B, T, C*k)
+    expected = torch.einsum("bti,btj->ij", patches, patches).double() / 5
+    torch.testing.assert_close(f.A, expected)
+
+
+def test_kfac_laplace_samples_have_the_kronecker_covariance():
+    net = _tiny_net()
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    f = laplace.kfac_factors(net, x, generator=torch.Generator().manual_seed(2))[1]
+    n, tau, scale = 64, 3.0, 0.7
+    gen = torch.Generator().manual_seed(3)
+    draws = torch.stack([laplace.sample_layer(f, n, tau, scale, generator=gen).reshape(-1)
+                         for _ in range(20_000)])  # (S, out * in') in row-major order
+    g_t, a_t = laplace.posterior_factors(f, n, tau)
+    expected = scale ** 2 * torch.kron(torch.linalg.inv(g_t), torch.linalg.inv(a_t))
+    empirical = draws.T @ draws / len(draws)
+    assert torch.allclose(empirical, expected, atol=0.05 * float(expected.diagonal().max()))
+    assert torch.allclose(draws.mean(0), torch.zeros(10, dtype=torch.float64),
+                          atol=0.05 * float(expected.diagonal().max().sqrt()))
+    # and sample_model moves weight and bias by exactly such a deviation
+    model = laplace.sample_model(net, [f], n, tau, scale, generator=torch.Generator().manual_seed(4))
+    delta = laplace.sample_layer(f, n, tau, scale, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model[2].weight - net[2].weight, delta[:, :4].float())
+    torch.testing.assert_close(model[2].bias - net[2].bias, delta[:, 4].float())
+    torch.testing.assert_close(model[0].weight, net[0].weight)  # only the factored layer moved
+
+
+# ----------------------------------------------------------------------------- SPRO
+
+
+def test_spro_simplex_has_volume_and_samples_lie_inside(pre, tmp_path):
+    cfg = RunConfig("spro", (pre,), cycle_epochs=1, cycle_lr=0.02, spro_vertices=3, **TINY)
+    run = train(cfg, tmp_path / "r")
+    tensors, doc = common.load_state(tmp_path / "r" / spro.STATE)
+    assert doc["vertices"] == 3
+    vertices = [tensors[f"vertex-{j}"] for j in range(3)]
+    first = load_checkpoint(run.checkpoint_path(1)).model
+    torch.testing.assert_close(vertices[0].double(), weight_vector(first))  # vertex 0 = member 1
+    assert spro.simplex_volume(vertices) > 1e-4
+    for m in run.members[1:]:
+        w = weight_vector(load_checkpoint(run.checkpoint_path(m["index"])).model)
+        coords, residual = spro.barycentric(w, vertices)
+        assert residual < 1e-4 * float(w.norm())
+        assert float(coords.min()) >= -1e-5 and float(coords.sum()) == pytest.approx(1.0)
+        np.testing.assert_allclose(coords.numpy(), m["barycentric"], atol=1e-4)
+    assert run.members[1]["barycentric"] != run.members[2]["barycentric"]
+
+
+def test_simplex_volume_and_barycentric_coordinates_on_a_known_triangle():
+    v = [torch.zeros(4, dtype=torch.float64), torch.tensor([2.0, 0, 0, 0], dtype=torch.float64),
+         torch.tensor([0, 3.0, 0, 0], dtype=torch.float64)]
+    assert spro.simplex_volume(v) == pytest.approx(3.0)  # 2 * 3 / 2
+    assert spro.simplex_volume([v[0], v[1], 2 * v[1]]) == 0.0  # degenerate
+    coords, residual = spro.barycentric(0.2 * v[0] + 0.5 * v[1] + 0.3 * v[2], v)
+    torch.testing.assert_close(coords, torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64))
+    assert residual < 1e-12
+    alpha = spro.uniform_weights(3, generator=torch.Generator().manual_seed(0))
+    assert float(alpha.min()) >= 0 and float(alpha.sum()) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_init_checkpoint_becomes_member_one_and_bad_settings_are_refused(pre, tmp_path):
+    ft = tmp_path / "ft.safetensors"
+    sha_pre = load_checkpoint(pre).sha256
+    save_checkpoint(make_model(1), ft, meta(method="finetune", epochs=4, parent=sha_pre))
+    cfg = RunConfig("kfac-laplace", (), init=str(ft), laplace_prior_precision=200.0,
+                    **{**TINY, "members": 2})
+    run = train(cfg, tmp_path / "r")
+    m1 = load_checkpoint(run.checkpoint_path(1))
+    for k, v in load_checkpoint(ft).model.state_dict().items():
+        assert torch.equal(m1.model.state_dict()[k], v), k
+    assert m1.meta.method == "kfac-laplace" and m1.meta.parent == sha_pre and m1.meta.epochs == 4
+    assert run.members[0]["start"] == "init" and run.members[1]["prior_precision"] == 200.0
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["config"]["init"]["sha256"] == load_checkpoint(ft).sha256
+    assert read_run(tmp_path / "r").config.init == str(ft.resolve())
+
+    with pytest.raises(UserError, match="spro needs --cycle-epochs"):
+        RunConfig("spro", (pre,), **TINY)
+    with pytest.raises(UserError, match="--swag-rank applies to --method swag"):
+        RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_rank=5, **TINY)
+    with pytest.raises(UserError, match="--init applies"):
+        RunConfig("sse", (pre,), cycle_epochs=1, cycle_lr=0.1, init=str(ft), **TINY)
+    with pytest.raises(UserError, match="--pretrained CHECKPOINT \\(or --init"):
+        RunConfig("swag", (), cycle_epochs=1, cycle_lr=0.1, **TINY)
+    with pytest.raises(UserError, match="unknown --swag-schedule"):
+        RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_schedule="step", **TINY)
+    with pytest.raises(UserError, match="unknown method"):
+        RunConfig("laplace", (pre,), **TINY)
