@@ -1,12 +1,14 @@
 """The ``landscape`` command: thin subcommands over the library.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 3 interrupted (rerun the
-same command to resume), 1 internal error.
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 3 interrupted by Ctrl-C
+or SIGTERM (rerun the same command to resume), 1 internal error.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from cli import demo as demo_cmd
@@ -68,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from landscape.progress import enable_progress
 
     enable_progress(not getattr(args, "quiet", False))
+    _sigterm_interrupts()
     try:
         return args.run(args) or 0
     except UserError as exc:
@@ -81,6 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nlandscape {args.command}: interrupted; finished work is saved, rerun the same "
               "command to resume", file=sys.stderr)
         return 3
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM (a scheduler's time limit, torchrun stopping a job) ends the run like Ctrl-C:
+    finished work saved, exit code 3."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":
