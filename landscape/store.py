@@ -97,7 +97,7 @@ class GridStore:
             finished = store.file["done"][...].all()
         except UserError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:  # opens, but its data is damaged
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # opens, but damaged
             raise _damaged(path, exc) from None
         if finished and not any(parts_dir(path).glob("part-*")):
             _drop_journal_if_finished(path)  # left behind if a run was killed as it closed
@@ -149,7 +149,10 @@ class GridStore:
         _append_journal(self.path, {"index": [list(map(int, i)) for i in index],
                                     "metrics": {s: {m: [float(v) for v in values[m]] for m in METRICS}
                                                 for s, values in metrics.items()}})
-        _write_arrays(self.file, index, metrics)
+        try:
+            _write_arrays(self.file, index, metrics)
+        except (RuntimeError, KeyError, ValueError) as exc:  # h5py on a damaged file
+            raise _damaged(self.path, exc) from None
 
     def close(self) -> None:
         writing = self.lock is not None and self.file.id.valid and self.file.mode == "r+"
@@ -336,7 +339,7 @@ def _readable(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return bool(f["done"][...].all())
-    except (OSError, KeyError, ValueError):
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
         return False
 
 
@@ -381,7 +384,8 @@ def _read(path: str | os.PathLike, kind: str, build: Callable[[h5py.File, dict, 
             return build(f, json.loads(f.attrs["config"]), path)
     except UserError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # h5py raises RuntimeError for some damaged structures ("wrong B-tree signature")
         raise UserError(f"{path} is not a readable {kind} file ({exc})") from None
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from landscape import read_paths, read_surface
 
@@ -77,3 +78,52 @@ def test_killed_job_resumes_without_losing_finished_points(three_ckpts, tmp_path
     assert b.complete
     for split in ("train", "test"):
         np.testing.assert_array_equal(a.loss(split), b.loss(split))
+
+
+def _worker_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the torchrun worker of ``rank`` started by ``launcher`` (from /proc)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == launcher and f"RANK={rank}".encode() in env:
+            return int(entry)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_one_killed_rank_then_a_rerun_completes_with_identical_values(three_ckpts, tmp_path, rank):
+    args = ["plane", *map(str, three_ckpts), "--grid", "6", "--train-subset", "300",
+            "--test-subset", "200", "--engine", "loop", "--group-size", "1", "--no-plots"]
+    full = subprocess.run([sys.executable, "-m", "cli", *args, "--quiet", "--out",
+                           str(tmp_path / "full")], env=ENV, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen(_torchrun(2, *args, "--out", str(tmp_path / "cut")), env=ENV,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    seen, deadline = b"", time.time() + 180
+    while time.time() < deadline:
+        seen += os.read(proc.stderr.fileno(), 4096)
+        done = [int(n) for n in re.findall(rb"(\d+)/36", seen)]
+        if done and max(done) >= 6:
+            break
+    pid = _worker_pid(proc.pid, rank)
+    assert pid is not None, seen[-500:]
+    os.kill(pid, signal.SIGKILL)  # one worker only: torchrun's agent stops the other
+    proc.stderr.read()
+    assert proc.wait(timeout=120) != 0
+    part = read_surface(tmp_path / "cut" / "plane.h5")
+    assert part.done.sum() < 36
+    rerun = subprocess.run(_torchrun(2, *args, "--quiet", "--out", str(tmp_path / "cut")),
+                           env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    a, b = (read_surface(tmp_path / d / "plane.h5") for d in ("full", "cut"))
+    assert b.complete
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(a.loss(split), b.loss(split))
+        np.testing.assert_array_equal(a.acc(split), b.acc(split))
