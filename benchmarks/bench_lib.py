@@ -159,6 +159,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
         f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
+    options = time_options(case, layout, data, tuning, weights, naive_sample, engine, engine_sample)
     naive = time_naive(case, weights, naive_sample, device)
     at = [engine_sample.index(p) for p in naive_sample]
     diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
@@ -175,8 +176,28 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         "max_abs_diff": diff,
         "flops_per_point": flops,
         "engine_flops_per_s": flops * engine.points_per_s,
+        "options": options,
         "notes": case.notes,
     }
+
+
+def time_options(case, layout, data, tuning, weights, points, engine: Timing, engine_sample) -> dict:
+    """The engine with bf16 autocast and (for image models) channels-last, on the naive loop's
+    points: points per second, speed-up over fp32, and the largest difference from fp32."""
+    at = [engine_sample.index(p) for p in points]
+    image = data.splits["test"][0].dim() == 4
+    out = {}
+    for name, kw in (("bf16", {"precision": "bf16"}), ("channels_last", {"channels_last": True})):
+        if name == "channels_last" and not image:
+            continue
+        ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
+                           bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
+        t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
+        diff = {m: max(float(np.max(np.abs(t.metrics[s][m] - engine.metrics[s][m][at]))) for s in t.metrics)
+                for m in ("loss", "acc")}
+        out[name] = {"points_per_s": t.points_per_s, "speedup": t.points_per_s / engine.points_per_s,
+                     "max_abs_diff": diff}
+    return out
 
 
 def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int) -> Timing:

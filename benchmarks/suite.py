@@ -300,6 +300,11 @@ def table(result: dict[str, Any]) -> str:
             f"{r['engine']['points_per_s']:>13.2f}{r['naive']['points_per_s']:>10.2f}{r['ratio']:>7.1f}x"
             f"{r['max_abs_diff']['loss']:>12.1e}{r['max_abs_diff']['acc']:>11.1e}{gf:>9}{frac:>7}"
             f"  {t['path']}, batch {t['batch_size']}, group {t['group_size']}")
+    opts = [(r["case"], name, o) for r in result["cases"] for name, o in r.get("options", {}).items()]
+    if opts:
+        lines += ["", f"{'case':<10}{'option':<15}{'pt/s':>9}{'vs fp32':>9}{'max|dloss|':>12}{'max|dacc|':>11}"]
+        lines += [f"{c:<10}{n:<15}{o['points_per_s']:>9.2f}{o['speedup']:>8.2f}x"
+                  f"{o['max_abs_diff']['loss']:>12.1e}{o['max_abs_diff']['acc']:>11.1e}" for c, n, o in opts]
     for r in result["cases"]:
         if r["case"] == "scaling" and "skipped" not in r:
             lines += ["", "scaling (landscape plane end to end):"]

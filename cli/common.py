@@ -115,3 +115,12 @@ def process_group(device_spec: str):
         yield group, local_device(device, group)
     finally:
         shutdown()
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """--precision and --channels-last for plane and interp."""
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="fp32 (default), or bf16 autocast: faster on recent GPUs, changes the numbers "
+                        "slightly (recorded in the file; benchmarks/suite.py measures by how much)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format for image models (speed only, often faster on GPU)")

@@ -21,6 +21,7 @@ from cli.common import (
     add_arch_for_pt,
     add_data,
     add_device,
+    add_precision,
     csv_names,
     fetch_data,
     finite_float,
@@ -65,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--engine", default="auto", choices=("auto", "loop", "vmap"))
     p.add_argument("--group-size", type=positive_int, default=None)
+    add_precision(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                         bn_batch_size=args.bn_batch_size, splits=args.splits,
                         train_subset=args.train_subset, test_subset=args.test_subset,
                         seed=args.seed, batch_size=args.batch_size, engine=args.engine,
-                        group_size=args.group_size)
+                        group_size=args.group_size, precision=args.precision,
+                        channels_last=args.channels_last)
     ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
     pretrained = [load_checkpoint(f, **{**load_kwargs(args), "num_classes": None, "arch": None})
                   if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))

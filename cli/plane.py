@@ -16,6 +16,7 @@ from cli.common import (
     add_arch_for_pt,
     add_data,
     add_device,
+    add_precision,
     csv_names,
     fetch_data,
     finite_float,
@@ -64,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluation path; auto measures both (default)")
     p.add_argument("--group-size", type=positive_int, default=None,
                    help="points evaluated together (default 8)")
+    add_precision(p)
     p.add_argument("--include-1d", action="store_true",
                    help="random plane: perturb biases and norm parameters too")
     p.add_argument("--overwrite", action="store_true",
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         bn_batch_size=args.bn_batch_size, splits=args.splits, train_subset=args.train_subset,
         test_subset=args.test_subset, seed=args.seed, ignore_1d=not args.include_1d,
         batch_size=args.batch_size, engine=args.engine, group_size=args.group_size,
+        precision=args.precision, channels_last=args.channels_last,
     )
     out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]

@@ -23,11 +23,11 @@ from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS
 from landscape.distributed import Group
-from landscape.engine import PATHS
+from landscape.engine import PATHS, PRECISIONS
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout
 from landscape.models import head_parameter_names
-from landscape.plane import _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
+from landscape.plane import ENGINE_KNOBS, _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
 from landscape.results import PathSet
 from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, PathStore, read_paths
@@ -56,12 +56,16 @@ class PathConfig:
     batch_size: int = 512
     engine: str = "auto"
     group_size: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise UserError(message)
 
+        check(self.precision in PRECISIONS,
+              f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         check(isinstance(self.points, int) and 2 <= self.points <= MAX_POINTS,
               f"points must be an integer between 2 and {MAX_POINTS}, got {self.points!r}")
         check(np.isfinite(self.extend) and 0 <= self.extend <= 10,
@@ -193,7 +197,7 @@ def _buffers(ckpts, pair_list, alpha, policy):
 
 def _identity(ckpts, names, dataset, config: PathConfig, policy, pair_list) -> dict[str, Any]:
     cfg = asdict(config)
-    for knob in ("batch_size", "engine", "group_size"):
+    for knob in ENGINE_KNOBS:
         cfg.pop(knob)
     drop_inert(cfg, config, policy, random_plane=False)
     cfg.update(

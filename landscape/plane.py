@@ -22,7 +22,7 @@ from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS, as_tensors, dataset_info, load_dataset, subset_indices
 from landscape.distributed import Group
-from landscape.engine import PATHS, EvalData, GridEvaluator
+from landscape.engine import PATHS, PRECISIONS, EvalData, GridEvaluator
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout, PlaneBasis, axis, random_basis, three_point_basis
 from landscape.results import PointInfo, Surface
@@ -49,6 +49,9 @@ class PlaneConfig:
         batch_size: evaluation batch size (engine knob; does not change the numbers).
         engine: ``auto`` (measure), ``loop`` or ``vmap`` (engine knob).
         group_size: points evaluated together (engine knob; None: 8).
+        precision: ``fp32`` or ``bf16`` autocast (changes the numbers, so it is part of the
+            file's identity when not fp32).
+        channels_last: channels-last memory format for 4-D tensors (engine knob).
     """
 
     grid: int = 21
@@ -64,8 +67,12 @@ class PlaneConfig:
     batch_size: int = 1024
     engine: str = "auto"
     group_size: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS,
+               f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         _check(isinstance(self.grid, int) and 2 <= self.grid <= MAX_GRID,
                f"grid must be an integer between 2 and {MAX_GRID}, got {self.grid!r}")
         _check(np.isfinite(self.margin) and 0 <= self.margin <= 10,
@@ -188,7 +195,8 @@ def evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device)
     def make() -> GridEvaluator:
         resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
         evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
-                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size)
+                                  bn_batch_size=config.bn_batch_size, batch_size=config.batch_size,
+                                  precision=config.precision, channels_last=config.channels_last)
         _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
         return evaluator
 
@@ -308,7 +316,7 @@ def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalDa
 
 def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, Any]:
     cfg = asdict(config)
-    for knob in ("batch_size", "engine", "group_size"):
+    for knob in ENGINE_KNOBS:
         cfg.pop(knob)
     if mode == "three_point":
         cfg.pop("range"), cfg.pop("ignore_1d")
@@ -327,10 +335,16 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, An
     return cfg
 
 
+ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last")
+
+
 def drop_inert(cfg: dict[str, Any], config, policy: str, *, random_plane: bool) -> None:
     """Remove settings that cannot change the numbers, so that a rerun differing only in them
     resumes instead of being refused: the BN batch size without BN recompute, a subset of a split
-    that is not used, and the seed when nothing random depends on it."""
+    that is not used, and the seed when nothing random depends on it. fp32 precision is left
+    out too, so files written before the precision setting existed still resume."""
+    if cfg.get("precision") == "fp32":
+        cfg.pop("precision")
     uses_train = "train" in config.splits or policy == "recompute"
     uses_test = "test" in config.splits
     if policy != "recompute":
@@ -362,6 +376,7 @@ def _runtime(ckpts, device, config: PlaneConfig) -> dict[str, Any]:
         "checkpoint_paths": [str(c.path) if c.path else None for c in ckpts],
         "batch_size": config.batch_size,
         "group_size": config.group_size or 8,
+        "channels_last": config.channels_last,
         "versions": {"landscape": landscape.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "h5py": h5py.__version__,
                      "python": platform.python_version()},

@@ -66,6 +66,14 @@ def test_suite_smoke_run(tmp_path):
             assert case["flops_per_point"] > 0
             assert case["engine_flops_per_s"] == pytest.approx(
                 case["flops_per_point"] * case["engine"]["points_per_s"])
+    assert set(r["cases"][0]["options"]) == {"bf16"}  # MNIST-1D is not an image model
+    assert set(r["cases"][2]["options"]) == {"bf16", "channels_last"}
+    for case in (r["cases"][0], r["cases"][2]):
+        bf16 = case["options"]["bf16"]
+        assert 0 < bf16["max_abs_diff"]["loss"] < 0.05  # measured and shown: small, not zero
+        assert bf16["speedup"] == pytest.approx(bf16["points_per_s"] / case["engine"]["points_per_s"])
+    assert r["cases"][2]["options"]["channels_last"]["max_abs_diff"]["loss"] < 1e-5
+    assert "channels_last" in proc.stdout
     peer = r["cases"][1]
     assert peer["peer_visited_b_steps"][0] == [1.0, 2.0, 3.0]  # its documented grid offset
     scaling = r["cases"][4]

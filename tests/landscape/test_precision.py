@@ -1,0 +1,60 @@
+"""bf16 autocast and channels-last: options whose effect on the numbers is known and recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cli.main import main
+from landscape import PlaneConfig, UserError, create_model, plane, read_surface
+from landscape.engine import EvalData, GridEvaluator
+from landscape.geometry import ParamLayout
+
+CFG = dict(grid=3, train_subset=200, test_subset=100, engine="loop")
+
+
+def test_bf16_is_close_to_fp32_but_not_equal_and_part_of_the_identity(three_ckpts, tmp_path):
+    fp32 = plane(three_ckpts, out=tmp_path / "a.h5", config=PlaneConfig(**CFG))
+    bf16 = plane(three_ckpts, out=tmp_path / "b.h5", config=PlaneConfig(**CFG, precision="bf16"))
+    diff = np.abs(bf16.loss("test") - fp32.loss("test"))
+    assert 0 < diff.max() < 0.05  # bfloat16 keeps 8 bits of mantissa: visible, small
+    assert bf16.config["identity"]["precision"] == "bf16"
+    assert "precision" not in fp32.config["identity"]  # files from before the option still resume
+    with pytest.raises(UserError, match="precision"):
+        plane(three_ckpts, out=tmp_path / "b.h5", config=PlaneConfig(**CFG))
+
+
+def test_channels_last_changes_nothing_but_the_memory_format():
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, width=4).eval()
+    layout = ParamLayout.of(model)
+    x, y = torch.randn(40, 3, 16, 16), torch.randint(0, 10, (40,))
+    data = EvalData({"test": (x, y)}, x)
+    w = layout.flatten(model.state_dict()).repeat(2, 1)
+    w[1] += 0.01 * torch.randn(w.shape[1], generator=torch.Generator().manual_seed(1)).double()
+    results = {}
+    for cl in (False, True):
+        ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=16, batch_size=16,
+                           channels_last=cl)
+        if cl:
+            assert ev.data.splits["test"][0].is_contiguous(memory_format=torch.channels_last)
+        for path in ("loop", "vmap"):
+            results[cl, path] = ev.evaluate(w, path=path).metrics["test"]
+    for key, r in results.items():
+        np.testing.assert_allclose(r["loss"], results[False, "loop"]["loss"], atol=1e-5, rtol=0, err_msg=key)
+
+
+def test_cli_precision_flag_and_bad_values(three_ckpts, tmp_path, capsys):
+    args = ["plane", *map(str, three_ckpts), "--grid", "2", "--train-subset", "100", "--test-subset", "50",
+            "--no-plots", "--quiet"]
+    assert main([*args, "--precision", "bf16", "--out", str(tmp_path / "p")]) == 0
+    assert read_surface(tmp_path / "p" / "plane.h5").config["identity"]["precision"] == "bf16"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's choices: one line, exit code 2
+        main([*args, "--precision", "fp16", "--out", str(tmp_path / "q")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16" in err[0] and "bf16" in err[0]
+    with pytest.raises(UserError, match="unknown precision"):
+        PlaneConfig(precision="half")
