@@ -28,6 +28,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from landscape.bn import bn_modules, fixed_batches, recompute_bn_
 from landscape.errors import UserError
+from landscape.fold import try_fold
 from landscape.geometry import ParamLayout
 
 PATHS = ("auto", "loop", "vmap")
@@ -89,6 +90,8 @@ class GridEvaluator:
         precision: ``fp32``, or ``bf16`` for bfloat16 autocast (faster on recent GPUs; changes
             the numbers, by an amount the benchmarks measure).
         channels_last: keep 4-D weights and inputs in channels-last memory format (speed only).
+        fold_bn: on the loop path, evaluate with every convolution + BN pair fused into one
+            layer (``landscape.fold``; checked against the unfused model when built).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class GridEvaluator:
         batch_size: int = 1024,
         precision: str = "fp32",
         channels_last: bool = False,
+        fold_bn: bool = True,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
@@ -124,6 +128,9 @@ class GridEvaluator:
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
         self.backoffs: list[str] = []
+        sample = next(iter(self.data.splits.values()))[0][:8]
+        self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
+        self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
 
     # ------------------------------------------------------------------ public
 
@@ -255,8 +262,9 @@ class GridEvaluator:
             if self.bn_policy == "recompute":
                 recompute_bn_(self.model, _limit(self.data.bn_inputs, max_samples),
                               batch_size=self.bn_batch_size)
+            model = self.model if self._folded is None else self._folded.refresh()
             for split, (x, y) in self.data.splits.items():
-                loss, acc = self._eval_split(self.model, x, y, max_samples, k=None)
+                loss, acc = self._eval_split(model, x, y, max_samples, k=None)
                 out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
         return GroupResult(out)
 

@@ -209,6 +209,7 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
     store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
                                  "group_size": tuning.group_size, "chosen_by": "measured",
+                                 "bn_folded_layers": evaluator.folded_layers,
                                  "seconds_per_point": tuning.seconds_per_point,
                                  "note": tuning.note})
     return tuning.path, tuning.batch_size, tuning.group_size

@@ -61,17 +61,21 @@ def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
     _assert_same(ev.evaluate(weights, path=tuning.path), fixed)
 
 
-def _oom_above(model: torch.nn.Module, limit: int) -> list[int]:
-    """Make the model's forward raise an out-of-memory error for batches above ``limit``."""
-    seen, forward = [], model.forward
+def _oom_above(models: list[torch.nn.Module], limit: int) -> list[int]:
+    """Make the models' forward raise an out-of-memory error for batches above ``limit``."""
+    seen = []
 
-    def guarded(x):
-        seen.append(x.shape[0])
-        if x.shape[0] > limit:
-            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-        return forward(x)
+    def guard(forward):
+        def guarded(x):
+            seen.append(x.shape[0])
+            if x.shape[0] > limit:
+                raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+            return forward(x)
 
-    model.forward = guarded
+        return guarded
+
+    for model in models:
+        model.forward = guard(model.forward)
     return seen
 
 
@@ -81,7 +85,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_numbers(setup, path):
     expected = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="loop")
     ev = _evaluator(setup, batch_size=256)  # BN statistics use fixed batches of 32, under the limit
     ev._get_stats_model()  # the vmap path's BN-statistics copy is made before the patch
-    seen = _oom_above(ev.model, 40)
+    assert ev.folded_layers == 5  # the loop path evaluates the BN-folded copy: guard both
+    seen = _oom_above([ev.model, ev._folded.model], 40)
     got = ev.evaluate(weights, path=path)
     _assert_same(got, expected)
     assert ev.batch_size == 32  # 256 -> 128 -> 64 -> 32
