@@ -8,6 +8,8 @@ from the first fine-tuned member). The other local methods start from member 1 (
 cyclical-SGLD sample per cycle), swag (Maddox et al. 2019: samples of the SWA Gaussian), kfac-laplace
 (Ritter et al. 2018: samples of a Kronecker-factored Laplace posterior) and spro (Benton et al.
 2021: uniform samples of a low-loss simplex). Sampled members get BN statistics recomputed.
+These five run on one process (not under torchrun); csgld and spro refuse --optimizer, --amp,
+--label-smoothing, --mixup, --cutmix and --grad-clip (they take their own plain SGD steps).
 The run directory holds manifest.json, member-<i>.safetensors and member-<i>.test-probs.npy;
 rerun the same command to continue an interrupted run.
 """
@@ -75,10 +77,13 @@ def add_local_methods(p: argparse.ArgumentParser) -> None:
     g.add_argument("--swag-rank", type=positive_int, default=None,
                    help="swag: columns of the deviation matrix (default 20)")
     g.add_argument("--swag-collect", type=positive_int, default=None,
-                   help="swag: weight collections per epoch (default 1)")
+                   help="swag: weight collections per epoch, evenly spaced, the last at its end "
+                        "(default 1; at most the batches per epoch)")
     g.add_argument("--swag-schedule", default=None, help="swag: constant (default) or cyclic SWA LR")
     g.add_argument("--sample-scale", type=finite_float, default=None,
-                   help="swag: covariance scale (default 0.5); kfac-laplace: sample scale (default 1)")
+                   help="swag, kfac-laplace: covariance scale s, samples drawn with s x the fitted "
+                        "covariance (std x sqrt(s)); default 0.5 for swag (the paper's), 1 for "
+                        "kfac-laplace (the Laplace posterior)")
     g.add_argument("--laplace-prior-precision", type=finite_float, default=None,
                    help="kfac-laplace: prior precision tau (default N * wd)")
     g.add_argument("--spro-vertices", type=positive_int, default=None,

@@ -18,7 +18,9 @@ Methods (members numbered from 1; member i uses seed ``seed + i - 1``):
   SSE (or a copy of the fine-tuned ``init`` checkpoint); members 2..K are FGE's or cSGLD's
   snapshots along one trajectory from member 1, or samples of SWAG, KFAC-Laplace or SPRO around
   it (BN statistics recomputed). Their expensive state (a trajectory's optimizer buffers, SWAG's
-  moments, the Kronecker factors, the simplex) is kept in ``<method>-state*.safetensors``.
+  moments, the Kronecker factors, the simplex) is kept in ``<method>-state*.safetensors``. They
+  train on one process: under torchrun (world size > 1) they are refused, since members 2..K are
+  sequential and the other processes would wait in a collective with a timeout.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ensembles.methods import LOCAL_METHODS, OWNED_FIELDS, Context, method_config, run_method
+from ensembles.methods import (
+    LOCAL_METHODS,
+    OWNED_FIELDS,
+    Context,
+    check_method,
+    method_config,
+    run_method,
+)
 from ensembles.training import TrainConfig, fit, predict_probs
 from landscape.checkpoint import (
     Checkpoint,
@@ -154,7 +163,7 @@ class RunConfig:
         if self.method == "starsse":
             return [[1], list(range(2, k + 1))] if k > 1 else [[1]]
         if self.method in LOCAL_METHODS:
-            return [[1]]  # members 2..K come from ensembles.methods, on the main process
+            return [[1]]  # members 2..K come from ensembles.methods, on one process
         return [[i] for i in range(1, k + 1)]  # sse: each cycle needs the previous snapshot
 
     def member_plan(self, index: int) -> "MemberPlan":
@@ -222,7 +231,8 @@ def train(
         overwrite: discard an existing run with another configuration.
         group: under torchrun, this process's place among the workers
             (``landscape.distributed.init_from_env()``); independent members are shared
-            round-robin, each trained exactly as one process would.
+            round-robin, each trained exactly as one process would. The local methods
+            (fge ... spro) refuse a group of more than one process.
 
     Returns:
         The run, read back from ``out``.
@@ -233,6 +243,9 @@ def train(
         >>> run = train(cfg, "runs/starsse")
     """
     out = Path(out)
+    if config.method in LOCAL_METHODS and group.world_size > 1:
+        raise UserError(f"{config.method} trains on one process (members 2..K are made one after "
+                        f"another); run it without torchrun")
     lock = None
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +268,8 @@ def _train(config: RunConfig, out: Path, data_root, device, overwrite: bool, gro
     if config.init is not None:
         pretrained.append(_load_init(config))
     test_set = load_dataset(config.data, "test", data_root)
+    if config.method in LOCAL_METHODS:  # before member 1 is trained
+        check_method(config, load_dataset(config.data, "train", data_root, train_transform=True))
     for phase in config.phases():
         for index in group.share(phase):
             if not _finished(out, index):

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from ensembles.methods import csgld, fge, laplace, spro, swag
-from ensembles.methods.common import Context
+from ensembles.methods.common import Context, steps_per_epoch
 from ensembles.methods.csgld import CSGLDConfig
 from ensembles.methods.fge import FGEConfig
 from ensembles.methods.laplace import LaplaceConfig
@@ -55,6 +55,14 @@ def method_config(run_config: Any) -> Any:
                         f"{', '.join(LOCAL_METHODS)}") from None
 
 
+def check_method(run_config: Any, train_set) -> None:
+    """Refuse, before member 1 is trained, settings that do not fit the train split (e.g. more
+    SWAG collections per epoch than batches)."""
+    check = getattr(_MODULES[run_config.method], "check", None)
+    if check is not None:
+        check(run_config, steps_per_epoch(train_set, run_config.batch_size))
+
+
 def run_method(ctx: Context) -> None:
     """Produce members 2..K of ``ctx.config.method`` into the run directory."""
     if ctx.config.method not in _MODULES:
@@ -64,4 +72,4 @@ def run_method(ctx: Context) -> None:
 
 
 __all__ = ["CSGLDConfig", "Context", "FGEConfig", "LOCAL_METHODS", "LaplaceConfig", "OWNED_FIELDS",
-           "SPROConfig", "SWAGConfig", "SwagMoments", "method_config", "run_method"]
+           "SPROConfig", "SWAGConfig", "SwagMoments", "check_method", "method_config", "run_method"]

@@ -68,6 +68,30 @@ class Context:
         return [i for i in range(2, self.config.members + 1) if not self.finished(i)]
 
 
+# ----------------------------------------------------------------------------- settings
+
+# RunConfig recipe fields (and their defaults) that only FGE's and SWAG's SGD steps apply; cSGLD
+# (its own Langevin update) and SPRO (SGD on the simplex's vertex) would silently ignore them.
+RECIPE_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "amp": False, "label_smoothing": 0.0,
+                                   "mixup": 0.0, "cutmix": 0.0, "grad_clip": None}
+
+
+def require_cycle(run, method: str, usage: str) -> None:
+    """Refuse a method run without ``--cycle-epochs`` and ``--cycle-lr``; ``usage`` says what
+    they mean for it and gives an example."""
+    if run.cycle_epochs is None or run.cycle_lr is None:
+        raise UserError(f"{method} needs {usage}")
+
+
+def refuse_recipe(run, method: str) -> None:
+    """Refuse recipe settings that ``method`` does not apply (instead of silently ignoring them)."""
+    given = [k for k, v in RECIPE_DEFAULTS.items() if getattr(run, k) != v]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UserError(f"{method} does not apply {flags} (it takes its own fp32 SGD steps); fine-tune "
+                        f"member 1 with them (--method local-de) and pass it as --init without them")
+
+
 # ----------------------------------------------------------------------------- batches
 
 
@@ -187,9 +211,14 @@ def run_trajectory(ctx: Context, name: str, segments: list[Segment],
     finished member (each segment's batches and noise are seeded by its member's seed, so the
     resumed members are bit-identical to an uninterrupted run).
     """
-    last = max([1] + [s.index for s in segments if ctx.finished(s.index)])
-    if all(ctx.finished(s.index) for s in segments):
+    done = [s.index for s in segments if ctx.finished(s.index)]
+    if len(done) == len(segments):
         return
+    last = max([1] + done)
+    gaps = [s.index for s in segments if s.index < last and not ctx.finished(s.index)]
+    if gaps:  # a snapshot continues from the one before it: the later ones cannot be kept
+        raise UserError(f"{ctx.out} lacks member {gaps[0]} but holds member {last}, which "
+                        f"continues from it; rerun with --overwrite")
     traj = make(copy.deepcopy(ctx.first.model).to(ctx.device))
     if last > 1:
         found = load_state(ctx.out / f"{name}-state-{last}.safetensors", member=last)

@@ -20,9 +20,12 @@ prior), N the size of the train split and T the temperature (``--csgld-temperatu
 the posterior itself). This is SGLD on U(theta) = N * L(theta) + N * wd / 2 * |theta|^2 with step
 size eta = alpha_k / N: theta - eta grad U + sqrt(2 eta T) eps, the reference code's
 ``(2 * lr * temperature / datasize) ** 0.5`` noise with its momentum term off (no momentum, as in
-SGLD). Every floating-point parameter (BatchNorm affine included) gets noise; BN running
-statistics are updated by the forward passes as in training. Member i >= 2 is the sample at the
-end of cycle i - 1 (one sample per cycle).
+SGLD). Every trainable floating-point parameter (BatchNorm affine included) gets the update and
+the noise; frozen ones (``requires_grad`` False) stay as they are. BN running statistics are
+updated by the forward passes as in training. Member i >= 2 is the sample at the end of cycle
+i - 1 (one sample per cycle). The update is its own (fp32, no optimizer): the recipe settings
+``--optimizer``, ``--amp``, ``--label-smoothing``, ``--mixup``, ``--cutmix`` and ``--grad-clip``
+are refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from ensembles.methods.common import (
     Segment,
     load_model_state,
     model_state,
+    refuse_recipe,
+    require_cycle,
     run_trajectory,
     steps_per_epoch,
 )
@@ -66,9 +71,9 @@ class CSGLDConfig:
 
     @classmethod
     def of(cls, run) -> "CSGLDConfig":
-        if run.cycle_epochs is None or run.cycle_lr is None:
-            raise UserError("csgld needs --cycle-epochs C (epochs per cycle) and --cycle-lr LR (the "
-                            "initial step size alpha_0), e.g. --cycle-epochs 5 --cycle-lr 0.04")
+        require_cycle(run, "csgld", "--cycle-epochs C (epochs per cycle) and --cycle-lr LR (the initial "
+                      "step size alpha_0), e.g. --cycle-epochs 5 --cycle-lr 0.04")
+        refuse_recipe(run, "csgld")
         return cls(run.cycle_epochs, run.cycle_lr, run.csgld_temperature, run.csgld_exploration)
 
 
@@ -113,7 +118,7 @@ class _CSGLDTrajectory:
 
     def segment(self, seed: int):
         gen = torch.Generator().manual_seed(seed + 7919)  # the noise's own stream
-        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        params = [p for p in self.model.parameters() if p.is_floating_point() and p.requires_grad]
 
         def step(xb, yb, it: int) -> float:
             lr = csgld_lr(it, self.cycle, self.cfg.lr)

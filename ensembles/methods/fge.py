@@ -31,6 +31,7 @@ from ensembles.methods.common import (
     load_optimizer_state,
     model_state,
     optimizer_state,
+    require_cycle,
     run_trajectory,
     steps_per_epoch,
 )
@@ -61,9 +62,8 @@ class FGEConfig:
 
     @classmethod
     def of(cls, run) -> "FGEConfig":
-        if run.cycle_epochs is None or run.cycle_lr is None:
-            raise UserError("fge needs --cycle-epochs C (the cycle length in epochs) and --cycle-lr "
-                            "LR (the peak learning rate alpha_1), e.g. --cycle-epochs 2 --cycle-lr 0.02")
+        require_cycle(run, "fge", "--cycle-epochs C (the cycle length in epochs) and --cycle-lr LR "
+                      "(the peak learning rate alpha_1), e.g. --cycle-epochs 2 --cycle-lr 0.02")
         return cls(run.cycle_epochs, run.cycle_lr, run.fge_min_lr)
 
 
@@ -118,12 +118,18 @@ class _FGETrajectory:
         return step
 
 
+def check(run, per_epoch: int) -> None:
+    """Refuse, before member 1 is trained, a cycle too short for a triangle."""
+    if run.cycle_epochs * per_epoch < 2:
+        raise UserError("an FGE cycle needs at least 2 iterations; raise --cycle-epochs")
+
+
 def run(ctx: Context) -> None:
     """Train FGE's snapshots (members 2..K) from member 1 into the run directory."""
     cfg = FGEConfig.of(ctx.config)
-    cycle = cfg.cycle_epochs * steps_per_epoch(ctx.train_set(), ctx.config.batch_size)
-    if cycle < 2:
-        raise UserError("an FGE cycle needs at least 2 iterations; raise --cycle-epochs")
+    per_epoch = steps_per_epoch(ctx.train_set(), ctx.config.batch_size)
+    check(ctx.config, per_epoch)
+    cycle = cfg.cycle_epochs * per_epoch
     segments = fge_segments(ctx.config.members, cycle)
     run_trajectory(ctx, "fge", segments,
                    lambda model: _FGETrajectory(model, ctx.config, cfg, cycle, ctx.device),

@@ -10,7 +10,9 @@ layer's output, over the N train examples (evaluation transform, model in eval m
 
     A = (1/N) sum_n sum_t a_{n,t} a_{n,t}^T,        G = (1/N) sum_n (1/T) sum_t g_{n,t} g_{n,t}^T
 
-(T spatial positions; T = 1 for Linear) where the loss is the cross-entropy of a label drawn
+(T spatial positions of a conv, or T tokens of a Linear applied to (B, T, C) inputs as in
+ViT/Swin: the tokens share one weight as a conv's positions do; T = 1 for a Linear on (B, C))
+where the loss is the cross-entropy of a label drawn
 from the model's own predictive distribution (the Fisher, one Monte-Carlo label per example,
 seeded). The posterior precision of the layer's weight matrix W (out x in, bias as last column)
 is approximated as in Ritter et al., Section 3.3:
@@ -19,8 +21,9 @@ is approximated as in Ritter et al., Section 3.3:
 
 with tau the prior precision (``--laplace-prior-precision``; default N * wd, the Gaussian prior
 that the run's weight decay wd already is: N * (mean CE + wd/2 |w|^2) = sum CE + N wd/2 |w|^2).
-A sample is W = W* + s * Gt^(-1/2) Z At^(-1/2) with Z ~ N(0, I) (its covariance is
-s^2 Gt^-1 kron At^-1), s = ``--sample-scale`` (default 1: the Laplace posterior itself). Other
+A sample is W = W* + sqrt(s) * Gt^(-1/2) Z At^(-1/2) with Z ~ N(0, I): its covariance is
+s * Gt^-1 kron At^-1, s = ``--sample-scale``, a covariance (variance) scale as for swag (default
+1: the Laplace posterior itself). Other
 parameters (BatchNorm affine, layers of other kinds) stay at w*. Every sample's BN statistics are
 recomputed on the train split. The factors are kept in ``kfac-laplace-state.safetensors``.
 
@@ -31,6 +34,7 @@ it would pull eleven packages (one pinned to an alpha release) for one method.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -38,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensembles.methods.common import Context, load_state, save_state
+from ensembles.methods.common import BN_BATCH_SIZE, Context, load_state, save_state
 from landscape.bn import recompute_bn_
 from landscape.errors import UserError
 from landscape.progress import progress
@@ -89,9 +93,10 @@ def supported_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _patches(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, T, in') rows a_{n,t}: the unfolded input patches of a conv (order matches
-    ``weight.reshape(out, -1)``), a Linear's inputs with T = 1; a 1 appended for a bias."""
+    ``weight.reshape(out, -1)``), a Linear's inputs (T = 1 for (B, in) inputs, the tokens of
+    (B, ..., in) inputs); a 1 appended for a bias."""
     if isinstance(m, nn.Linear):
-        a = x.reshape(-1, x.shape[-1])[:, None, :]
+        a = x.reshape(x.shape[0], -1, x.shape[-1])
     else:
         if isinstance(m, nn.Conv1d):
             x = x[:, :, None, :]
@@ -105,9 +110,9 @@ def _patches(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _output_grads(m: nn.Module, g: torch.Tensor) -> torch.Tensor:
-    """(B, T, out) rows g_{n,t}."""
+    """(B, T, out) rows g_{n,t} (T as in ``_patches``)."""
     if isinstance(m, nn.Linear):
-        return g.reshape(-1, g.shape[-1])[:, None, :]
+        return g.reshape(g.shape[0], -1, g.shape[-1])
     return g.flatten(2).transpose(1, 2)
 
 
@@ -141,7 +146,10 @@ def kfac_factors(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 12
                 model.zero_grad(set_to_none=True)
                 F.cross_entropy(logits.float(), labels, reduction="sum").backward()
                 for name, m in layers:  # outside the hooks: autograd's thread is slow at im2col
-                    _accumulate(sums, name, m, inputs_seen[name], grads_seen[name])
+                    if name in inputs_seen and name in grads_seen:  # called as a module
+                        _accumulate(sums, name, m, inputs_seen[name], grads_seen[name])
+                inputs_seen.clear()
+                grads_seen.clear()
                 bar.update(len(xb))
     finally:
         for h in hooks:
@@ -149,7 +157,12 @@ def kfac_factors(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 12
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     n = len(inputs)
-    return [KronFactors(name, sums[name][0] / n, sums[name][1] / n) for name, _ in layers]
+    # layers whose weight is used without calling the module (nn.MultiheadAttention's out_proj)
+    # have no factors and stay at w*
+    seen = [name for name, _ in layers if torch.is_tensor(sums[name][0])]
+    if not seen:
+        raise UserError("kfac-laplace found no Linear/Conv1d/Conv2d layer called by the model")
+    return [KronFactors(name, sums[name][0] / n, sums[name][1] / n) for name in seen]
 
 
 def _accumulate(sums: dict, name: str, m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> None:
@@ -169,25 +182,22 @@ def _inv_sqrt(matrix: torch.Tensor) -> torch.Tensor:
 def posterior_factors(f: KronFactors, n_data: int, prior_precision: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Gt = sqrt(N) G + sqrt(tau) I and At = sqrt(N) A + sqrt(tau) I (Ritter et al. 2018, 3.3)."""
     root_n, root_tau = math.sqrt(n_data), math.sqrt(prior_precision)
-    eye = torch.eye
-    return (root_n * f.G + root_tau * eye(len(f.G), dtype=f.G.dtype),
-            root_n * f.A + root_tau * eye(len(f.A), dtype=f.A.dtype))
+    return (root_n * f.G + root_tau * torch.eye(len(f.G), dtype=f.G.dtype),
+            root_n * f.A + root_tau * torch.eye(len(f.A), dtype=f.A.dtype))
 
 
 def sample_layer(f: KronFactors, n_data: int, prior_precision: float, scale: float, *,
                  generator: torch.Generator) -> torch.Tensor:
-    """A (out, in') deviation ``scale * Gt^(-1/2) Z At^(-1/2)``; in row-major order its
-    covariance is ``scale^2 * kron(Gt^-1, At^-1)``."""
+    """A (out, in') deviation ``sqrt(scale) * Gt^(-1/2) Z At^(-1/2)``; in row-major order its
+    covariance is ``scale * kron(Gt^-1, At^-1)`` (``scale`` multiplies the covariance)."""
     g_t, a_t = posterior_factors(f, n_data, prior_precision)
     z = torch.randn(len(g_t), len(a_t), generator=generator, dtype=torch.float64)
-    return scale * _inv_sqrt(g_t) @ z @ _inv_sqrt(a_t)
+    return math.sqrt(scale) * _inv_sqrt(g_t) @ z @ _inv_sqrt(a_t)
 
 
 def sample_model(model: nn.Module, factors: list[KronFactors], n_data: int, prior_precision: float,
                  scale: float, *, generator: torch.Generator) -> nn.Module:
     """A copy of ``model`` with every covered layer's weights (and bias) moved by a sample."""
-    import copy
-
     out = copy.deepcopy(model).cpu()
     modules = dict(out.named_modules())
     with torch.no_grad():
@@ -225,7 +235,8 @@ def run(ctx: Context) -> None:
     found = load_state(path, member1=ctx.first.sha256, method="kfac-laplace")
     if found is None:
         factors = kfac_factors(ctx.first.model, bn_inputs, batch_size=ctx.config.batch_size,
-                               generator=torch.Generator().manual_seed(ctx.seed(1) + 1000))
+                               generator=torch.Generator().manual_seed(ctx.seed(1) + 1000),
+                               device=ctx.device)
         save_state(path, _factor_tensors(factors), {"member1": ctx.first.sha256,
                                                      "method": "kfac-laplace", "n_data": n_data,
                                                      "layers": [f.name for f in factors]})
@@ -234,7 +245,7 @@ def run(ctx: Context) -> None:
     for i in pending:
         gen = torch.Generator().manual_seed(ctx.seed(i))
         model = sample_model(ctx.first.model, factors, n_data, tau, cfg.scale, generator=gen)
-        recompute_bn_(model, bn_inputs, batch_size=128)
+        recompute_bn_(model, bn_inputs, batch_size=BN_BATCH_SIZE)
         ctx.write(i, model, parent=ctx.first.sha256, epochs=0, lrs=[], lr=None,
                   extra={"sample": i - 1, "scale": cfg.scale, "prior_precision": tau,
                          "n_data": n_data, "layers": [f.name for f in factors], "state": STATE})

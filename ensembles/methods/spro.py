@@ -14,8 +14,11 @@ epochs with SGD (the run's momentum and weight decay; the per-epoch cosine from
 with lambda = ``--spro-volume-reg`` (default 0.01) and V the simplex's j-dimensional volume.
 The volume is computed from the Gram matrix of the edges E = [theta_1 - theta_0, ...]:
 V = sqrt(det(E^T E)) / j!, which equals the Cayley-Menger determinant form of the paper. Every
-floating-point parameter (BatchNorm affine included) is part of the vertices; BN statistics use
-the batch in training and are recomputed for every sample. Members 2..K are K-1 points drawn
+floating-point parameter (BatchNorm affine included) is part of the vertices; frozen ones
+(``requires_grad`` False) are the same in every vertex. BN statistics use the batch in training
+and are recomputed for every sample. The steps are plain fp32 SGD: the recipe settings
+``--optimizer``, ``--amp``, ``--label-smoothing``, ``--mixup``, ``--cutmix`` and ``--grad-clip``
+are refused rather than ignored. Members 2..K are K-1 points drawn
 uniformly from the finished simplex (Dirichlet(1) weights, seeded by the member's seed) with BN
 recomputed on the train split; their barycentric weights are recorded. Finished vertices are
 kept in ``spro-state.safetensors``, so a rerun trains only the missing ones.
@@ -37,6 +40,8 @@ from ensembles.methods.common import (
     Context,
     batch_stream,
     load_state,
+    refuse_recipe,
+    require_cycle,
     sampled_model,
     save_state,
     steps_per_epoch,
@@ -71,9 +76,9 @@ class SPROConfig:
 
     @classmethod
     def of(cls, run) -> "SPROConfig":
-        if run.cycle_epochs is None or run.cycle_lr is None:
-            raise UserError("spro needs --cycle-epochs F (epochs per new vertex) and --cycle-lr LR "
-                            "(their learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
+        require_cycle(run, "spro", "--cycle-epochs F (epochs per new vertex) and --cycle-lr LR (their "
+                      "learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
+        refuse_recipe(run, "spro")
         return cls(run.spro_vertices, run.cycle_epochs, run.cycle_lr, run.spro_volume_reg)
 
 
@@ -108,7 +113,16 @@ def barycentric(point: torch.Tensor, vertices: Sequence[torch.Tensor]) -> tuple[
     return torch.cat([(1 - coef.sum())[None], coef]), residual
 
 
-def _perturbed_centroid(vertices: list[torch.Tensor], layout: ParamLayout, seed: int) -> torch.Tensor:
+def trainable_mask(model: nn.Module) -> torch.Tensor:
+    """(P,) bool, True on the entries of the weight vector whose parameter requires grad."""
+    return torch.cat([torch.full((p.numel(),), p.requires_grad) for p in model.parameters()
+                      if p.is_floating_point()])
+
+
+def _perturbed_centroid(vertices: list[torch.Tensor], layout: ParamLayout, seed: int,
+                        trainable: torch.Tensor) -> torch.Tensor:
+    """The centroid of the (CPU) ``vertices`` plus 1% of each tensor's RMS of seeded noise on
+    the ``trainable`` entries (frozen ones stay where all vertices have them)."""
     centroid = torch.stack(vertices).mean(0)
     gen = torch.Generator().manual_seed(seed)
     parts, start = [], 0
@@ -116,18 +130,24 @@ def _perturbed_centroid(vertices: list[torch.Tensor], layout: ParamLayout, seed:
         n = math.prod(shape)
         chunk = centroid[start:start + n]
         rms = float(chunk.pow(2).mean().sqrt()) or 1e-3
-        parts.append(chunk + 0.01 * rms * torch.randn(n, generator=gen, dtype=chunk.dtype))
+        noise = 0.01 * rms * torch.randn(n, generator=gen, dtype=chunk.dtype)
+        parts.append(chunk + noise * trainable[start:start + n])
         start += n
     return torch.cat(parts)
 
 
 def train_vertex(ctx: Context, cfg: SPROConfig, vertices: list[torch.Tensor], *, seed: int) -> torch.Tensor:
-    """Train one new vertex (the earlier ``vertices`` fixed); returns it as a (P,) float32 vector."""
+    """Train one new vertex (the earlier ``vertices``, (P,) float32 on the CPU, fixed); returns it
+    as a (P,) float32 vector on the CPU. Only here do vertices live on ``ctx.device``."""
     run = ctx.config
     model = copy.deepcopy(ctx.first.model).to(ctx.device).train()
     layout = ParamLayout.of(model)
-    fixed = [v.float().to(ctx.device) for v in vertices]
-    new = _perturbed_centroid([v.float() for v in vertices], layout, seed).float().to(ctx.device)
+    vertices = [v.float().cpu() for v in vertices]
+    trainable = trainable_mask(model)
+    frozen = (~trainable).to(ctx.device)
+    has_frozen = not bool(trainable.all())
+    fixed = [v.to(ctx.device) for v in vertices]
+    new = _perturbed_centroid(vertices, layout, seed, trainable).to(ctx.device)
     new.requires_grad_(True)
     opt = torch.optim.SGD([new], lr=cfg.lr, momentum=run.momentum, weight_decay=run.wd)
     buffers = dict(model.named_buffers())
@@ -145,8 +165,11 @@ def train_vertex(ctx: Context, cfg: SPROConfig, vertices: list[torch.Tensor], *,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if has_frozen:  # frozen parameters stay put (no gradient, no weight decay)
+                    with torch.no_grad():
+                        new[frozen] = fixed[0][frozen]
                 bar.update(1)
-    return new.detach().cpu()
+    return new.detach().float().cpu()
 
 
 def _spro_loss(model: nn.Module, layout: ParamLayout, buffers: dict, vertices: list[torch.Tensor],
@@ -165,9 +188,10 @@ def fit_simplex(ctx: Context, cfg: SPROConfig) -> list[torch.Tensor]:
     """The simplex's vertices (vertex 0 = member 1), reusing the vertices already saved."""
     path = ctx.out / STATE
     found = load_state(path, member1=ctx.first.sha256, method="spro")
-    vertices = [weight_vector(ctx.first.model).float()]
+    vertices = [weight_vector(ctx.first.model).float().cpu()]  # the model may be on the GPU
     if found is not None:
-        vertices += [found[0][f"vertex-{j}"] for j in range(1, found[1]["vertices"])][:cfg.vertices - 1]
+        vertices += [found[0][f"vertex-{j}"].float().cpu()
+                     for j in range(1, found[1]["vertices"])][:cfg.vertices - 1]
     while len(vertices) < cfg.vertices:
         vertices.append(train_vertex(ctx, cfg, vertices, seed=ctx.seed(1) + 1000 + len(vertices)))
         save_state(path, {f"vertex-{j}": v for j, v in enumerate(vertices)},

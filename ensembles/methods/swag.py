@@ -5,8 +5,9 @@ From the fine-tuned member 1, SGD (fresh optimizer, the run's momentum and weigh
 continues for ``--cycle-epochs`` S epochs at the SWA learning rate ``--cycle-lr``, either
 constant (``--swag-schedule constant``, the paper's choice) or cyclic (``cyclic``: every
 collection interval decays linearly from ``--cycle-lr`` to ``--fge-min-lr``, default 1/100 of it,
-as in SWA's cyclical schedule). The weights w_1..w_n are collected ``--swag-collect`` times per
-epoch (default once, at the end of each epoch) into
+as in SWA's cyclical schedule). The weights w_1..w_n are collected exactly c = ``--swag-collect``
+times per epoch (default once, at the end of each epoch): after steps ``round((j + 1) * B / c)``
+(halves rounded up) of every epoch of B batches, j = 0..c-1, so n = S * c (c > B is refused), into
 
     mean  = (1/n) sum_i w_i,        sq_mean = (1/n) sum_i w_i^2
     Sigma_diag = max(sq_mean - mean^2, 1e-30)
@@ -17,8 +18,9 @@ over every floating-point parameter (BatchNorm affine included). A sample is
 
     w = mean + sqrt(s) * (Sigma_diag^(1/2) z_1 + D^T z_2 / sqrt(max(R' - 1, 1))),  z ~ N(0, I)
 
-with R' the number of columns of D and s = ``--sample-scale`` (default 0.5: the paper's
-1/sqrt(2) factors). Members 2..K are K-1 seeded samples with BN statistics recomputed on the
+with R' the number of columns of D and s = ``--sample-scale``, a covariance (variance) scale as
+for kfac-laplace: the samples' covariance is ``s * (Sigma_diag + D^T D / (R' - 1))`` (default
+0.5: the paper's 1/sqrt(2) factors). Members 2..K are K-1 seeded samples with BN statistics recomputed on the
 train split. The moments are kept in ``swag-state.safetensors`` so a rerun does not collect them
 again.
 """
@@ -35,6 +37,7 @@ from ensembles.methods.common import (
     Context,
     batch_stream,
     load_state,
+    require_cycle,
     sampled_model,
     save_state,
     steps_per_epoch,
@@ -77,9 +80,8 @@ class SWAGConfig:
 
     @classmethod
     def of(cls, run) -> "SWAGConfig":
-        if run.cycle_epochs is None or run.cycle_lr is None:
-            raise UserError("swag needs --cycle-epochs S (epochs of collection) and --cycle-lr LR "
-                            "(the SWA learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
+        require_cycle(run, "swag", "--cycle-epochs S (epochs of collection) and --cycle-lr LR (the SWA "
+                      "learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
         scale = 0.5 if run.sample_scale is None else run.sample_scale
         return cls(run.cycle_epochs, run.cycle_lr, run.swag_rank, run.swag_collect,
                    run.swag_schedule, run.fge_min_lr, scale)
@@ -131,14 +133,32 @@ class SwagMoments:
         return out
 
 
-def swa_lr(it: int, interval: int, cfg: SWAGConfig) -> float:
-    """Learning rate of iteration ``it`` (1-based): constant, or a linear decay over every
-    collection interval from ``lr`` to ``min_lr`` (SWA's cyclical schedule)."""
+def collection_steps(per_epoch: int, collect: int) -> list[int]:
+    """The steps (1-based, within every epoch of ``per_epoch`` batches) after which the weights
+    are collected: ``round((j + 1) * per_epoch / collect)`` (halves up), j = 0..collect-1; the
+    last is the epoch's end. Raises UserError when ``collect`` exceeds ``per_epoch``."""
+    if collect > per_epoch:
+        raise UserError(f"--swag-collect {collect} exceeds the {per_epoch} batches of an epoch; "
+                        f"collect at most once per batch (--swag-collect {per_epoch} or less)")
+    return [(2 * (j + 1) * per_epoch + collect) // (2 * collect) for j in range(collect)]
+
+
+def swa_lr(step: int, points: list[int], cfg: SWAGConfig) -> float:
+    """Learning rate of ``step`` (1-based, within an epoch; ``points`` from ``collection_steps``):
+    constant, or a linear decay over every collection interval from ``lr`` to ``min_lr``, reached
+    at the collection (SWA's cyclical schedule)."""
     if cfg.schedule == "constant":
         return cfg.lr
     low = cfg.lr / 100 if cfg.min_lr is None else cfg.min_lr
-    t = ((it - 1) % interval + 1) / interval
+    end = next(p for p in points if p >= step)
+    start = max([0] + [p for p in points if p < step])
+    t = (step - start) / (end - start)
     return (1 - t) * cfg.lr + t * low
+
+
+def check(run, per_epoch: int) -> None:
+    """Refuse, before member 1 is trained, settings that cannot work with ``per_epoch`` batches."""
+    collection_steps(per_epoch, SWAGConfig.of(run).collect_per_epoch)
 
 
 def collect(ctx: Context, cfg: SWAGConfig) -> SwagMoments:
@@ -147,8 +167,7 @@ def collect(ctx: Context, cfg: SWAGConfig) -> SwagMoments:
     model = copy.deepcopy(ctx.first.model).to(ctx.device).train()
     train_set = ctx.train_set()
     per_epoch = steps_per_epoch(train_set, run.batch_size)
-    interval = max(1, per_epoch // cfg.collect_per_epoch)
-    total = cfg.epochs * per_epoch
+    points = collection_steps(per_epoch, cfg.collect_per_epoch)
     opt = make_optimizer(model, TrainConfig(epochs=1, lr=cfg.lr, wd=run.wd, momentum=run.momentum,
                                             optimizer=run.optimizer))
     recipe = Recipe(dataset_info(run.data).num_classes, run.label_smoothing, run.mixup, run.cutmix,
@@ -157,14 +176,15 @@ def collect(ctx: Context, cfg: SWAGConfig) -> SwagMoments:
     stepper = Stepper(model, opt, recipe, torch.device(ctx.device), seed)
     batches = batch_stream(train_set, run.batch_size, seed=seed, device=ctx.device)
     moments = SwagMoments(len(weight_vector(model)), cfg.rank)
-    with progress(total=total, desc="swag", unit="step") as bar:
-        for it in range(1, total + 1):
-            for group in opt.param_groups:
-                group["lr"] = swa_lr(it, interval, cfg)
-            stepper.step(*next(batches))
-            if it % interval == 0:
-                moments.collect(weight_vector(model))
-            bar.update(1)
+    with progress(total=cfg.epochs * per_epoch, desc="swag", unit="step") as bar:
+        for _ in range(cfg.epochs):
+            for step in range(1, per_epoch + 1):
+                for group in opt.param_groups:
+                    group["lr"] = swa_lr(step, points, cfg)
+                stepper.step(*next(batches))
+                if step in points:
+                    moments.collect(weight_vector(model))
+                bar.update(1)
     return moments
 
 

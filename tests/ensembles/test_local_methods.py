@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_model, meta
+from scipy import stats
 from torch import nn
 
 from ensembles.methods import common, csgld, fge, laplace, spro, swag
 from ensembles.methods.common import weight_vector
 from ensembles.run import RunConfig, read_run, train
 from landscape import UserError, load_checkpoint, save_checkpoint
+from landscape.distributed import Group
+from landscape.geometry import ParamLayout
 
 TINY = dict(data="mnist1d", members=3, epochs=1, lr=0.05, batch_size=256)
 STEPS = 16  # batches per epoch of MNIST-1D's 4000 train examples at batch size 256
@@ -73,6 +78,11 @@ def test_fge_snapshots_fall_at_the_minima_and_resume_bit_identically(pre, tmp_pa
     resumed = train(cfg, tmp_path / "part")
     assert [m["sha256"] for m in resumed.members] == [m["sha256"] for m in full.members]
 
+    for f in (tmp_path / "part").glob("member-2.*"):  # a gap: member 3 continued from member 2
+        f.unlink()
+    with pytest.raises(UserError, match="lacks member 2 but holds member 3.*--overwrite"):
+        train(cfg, tmp_path / "part")
+
 
 # ----------------------------------------------------------------------------- cSGLD
 
@@ -91,6 +101,19 @@ def test_csgld_noise_has_the_scale_of_its_formula():
     csgld.csgld_update_([q], [torch.full((10,), 0.5)], lr=0.1, wd=0.1, sampling=False,
                         temperature=temp, n_data=n, generator=gen)
     assert torch.allclose(q, torch.full((10,), 1 - 0.1 * (0.5 + 0.1)))
+
+
+def test_csgld_leaves_frozen_parameters_alone():
+    net = _tiny_net()
+    net[0].weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = csgld.CSGLDConfig(cycle_epochs=1, lr=0.1, exploration=0.0)  # every step samples
+    traj = csgld._CSGLDTrajectory(net, SimpleNamespace(wd=0.1), cfg, cycle=10, n_data=100)
+    gen = torch.Generator().manual_seed(0)
+    traj.segment(0)(torch.randn(8, 3, generator=gen), torch.randint(0, 2, (8,), generator=gen), 2)
+    assert torch.equal(net[0].weight, before["0.weight"])  # no weight decay, no noise
+    for k in ("0.bias", "2.weight", "2.bias"):
+        assert not torch.equal(net.state_dict()[k], before[k]), k
 
 
 def test_csgld_step_size_is_a_cosine_per_cycle_with_a_sampling_tail():
@@ -125,20 +148,56 @@ def test_swag_moments_mean_variance_and_zero_scale_sample():
     assert not torch.equal(m.sample(0.5, generator=gen), m.mean)
 
 
+def test_swag_samples_have_the_implemented_covariance():
+    mean = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    var = torch.tensor([0.04, 0.09, 0.01], dtype=torch.float64)
+    dev = torch.tensor([[0.3, -0.1, 0.2], [-0.2, 0.4, 0.1], [0.1, 0.1, -0.3]])  # (R' = 3, P = 3)
+    m = swag.SwagMoments.from_tensors({"mean": mean, "sq_mean": var + mean ** 2, "deviations": dev},
+                                      rank=3, count=10)
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([m.sample(0.5, generator=gen) for _ in range(20_000)])
+    d = dev.double()
+    expected = 0.5 * (torch.diag(var) + d.T @ d / (3 - 1))  # s (diag + D D^T / (R' - 1)), s = 0.5
+    empirical = torch.cov(draws.T)
+    tol = 0.04 * float(expected.diagonal().max())
+    assert torch.allclose(empirical, expected, atol=tol), (empirical, expected)
+    assert not torch.allclose(empirical, 0.5 * (torch.diag(var) + d.T @ d / 3), atol=tol)  # R', not R' - 1
+    assert torch.allclose(draws.mean(0), mean, atol=0.01)
+    twice = torch.stack([m.sample(1.0, generator=gen) for _ in range(20_000)])
+    assert torch.allclose(torch.cov(twice.T), 2 * expected, atol=2 * tol)  # s scales the covariance
+
+
+def test_swag_collects_exactly_c_times_per_epoch():
+    assert swag.collection_steps(16, 3) == [5, 11, 16]  # round(16/3), round(32/3), 16
+    assert swag.collection_steps(5, 2) == [3, 5] and swag.collection_steps(16, 16) == list(range(1, 17))
+    assert swag.collection_steps(16, 1) == [16]
+    with pytest.raises(UserError, match="--swag-collect 17 exceeds the 16 batches"):
+        swag.collection_steps(16, 17)
+    cfg = swag.SWAGConfig(epochs=1, lr=0.1, schedule="cyclic", min_lr=0.001)
+    points = [5, 11, 16]
+    assert [swag.swa_lr(s, points, cfg) for s in points] == pytest.approx([0.001] * 3)  # low at collection
+    assert swag.swa_lr(6, points, cfg) == pytest.approx(0.1 - (0.1 - 0.001) / 6)  # restarts after it
+
+
 def test_swag_run_reuses_its_saved_moments(pre, tmp_path, monkeypatch):
-    cfg = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, swag_collect=4, swag_rank=3, **TINY)
+    cfg = RunConfig("swag", (pre,), cycle_epochs=5, cycle_lr=0.02, swag_collect=3, swag_rank=3, **TINY)
     run = train(cfg, tmp_path / "r")
     state = tmp_path / "r" / swag.STATE
     assert state.exists()
     first = load_checkpoint(run.checkpoint_path(1)).model
     second = load_checkpoint(run.checkpoint_path(2)).model
     assert not torch.equal(first.features[0][1].running_mean, second.features[0][1].running_mean)
-    assert run.members[1]["collected"] == 4 and run.members[1]["rank"] == 3
+    assert run.members[1]["collected"] == 5 * 3 and run.members[1]["rank"] == 3  # 3 per epoch of 16
     for f in (tmp_path / "r").glob("member-3*"):
         f.unlink()
     monkeypatch.setattr(swag, "collect", lambda *a, **k: pytest.fail("moments collected again"))
     again = train(cfg, tmp_path / "r")
     assert again.members[2]["sha256"] == run.members[2]["sha256"]
+
+    too_many = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, swag_collect=STEPS + 1, **TINY)
+    with pytest.raises(UserError, match="exceeds the 16 batches"):  # refused before member 1
+        train(too_many, tmp_path / "many")
+    assert not (tmp_path / "many" / "member-1.safetensors").exists()
 
 
 # ----------------------------------------------------------------------------- KFAC-Laplace
@@ -158,6 +217,61 @@ def test_kfac_factors_are_the_input_and_gradient_second_moments():
     assert factors[1].A.shape == (5, 5) and factors[1].G.shape == (2, 2)
     # G of the last layer: E[(p - onehot(y)) (p - onehot(y))^T] with y sampled from p
     assert torch.allclose(factors[1].G.sum(0), torch.zeros(2, dtype=torch.float64), atol=1e-6)
+
+
+def test_kfac_G_is_the_second_moment_of_hand_computed_output_gradients():
+    net, x = _tiny_net(), torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    factors = laplace.kfac_factors(net, x, batch_size=16, generator=torch.Generator().manual_seed(2))
+    gen, labels = torch.Generator().manual_seed(2), []
+    with torch.no_grad():  # the labels, drawn batch by batch from the model's own predictions
+        for start in range(0, 64, 16):
+            probs = torch.softmax(net(x[start:start + 16]).double(), -1)
+            labels.append(torch.multinomial(probs, 1, generator=gen)[:, 0])
+        y = torch.cat(labels)
+        h = torch.tanh(net[0](x)).double()
+        logits = net[2](h.float()).double()
+    g2 = torch.softmax(logits, -1) - F.one_hot(y, 2).double()  # dCE/dlogits of every example
+    g1 = (g2 @ net[2].weight.double()) * (1 - h ** 2)  # back through the head and the tanh
+    torch.testing.assert_close(factors[1].G, g2.T @ g2 / 64, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(factors[0].G, g1.T @ g1 / 64, rtol=1e-5, atol=1e-8)
+    h_aug = torch.cat([h, torch.ones(64, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(factors[1].A, h_aug.T @ h_aug / 64, rtol=1e-5, atol=1e-8)
+
+
+def test_kfac_posterior_factors_on_known_numbers():
+    f = laplace.KronFactors("x", torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64),
+                            torch.tensor([[4.0, 0.5], [0.5, 1.0]], dtype=torch.float64))
+    g_t, a_t = laplace.posterior_factors(f, n_data=9, prior_precision=4.0)  # sqrt(N) = 3, sqrt(tau) = 2
+    torch.testing.assert_close(g_t, torch.tensor([[14.0, 1.5], [1.5, 5.0]], dtype=torch.float64))
+    torch.testing.assert_close(a_t, torch.tensor([[8.0, 3.0], [3.0, 11.0]], dtype=torch.float64))
+
+
+class _TokenNet(nn.Module):
+    """A Linear on (B, T, C) tokens, then the head: the function of ``Conv1d(k=1)`` on (B, C, T)."""
+
+    def __init__(self, lin: nn.Linear, head: nn.Linear) -> None:
+        super().__init__()
+        self.lin, self.head = lin, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.lin(x.transpose(1, 2))).transpose(1, 2).flatten(1))
+
+
+def test_kfac_linear_on_tokens_has_the_factors_of_the_same_conv1d():
+    torch.manual_seed(0)
+    conv, lin, head = nn.Conv1d(3, 4, kernel_size=1), nn.Linear(3, 4), nn.Linear(4 * 5, 2)
+    with torch.no_grad():
+        lin.weight.copy_(conv.weight[:, :, 0])
+        lin.bias.copy_(conv.bias)
+    conv_net, token_net = nn.Sequential(conv, nn.Tanh(), nn.Flatten(), head), _TokenNet(lin, head)
+    x = torch.randn(64, 3, 5, generator=torch.Generator().manual_seed(1))  # (B, C, T = 5)
+    torch.testing.assert_close(conv_net(x), token_net(x))
+    by_conv = laplace.kfac_factors(conv_net, x, generator=torch.Generator().manual_seed(2))
+    by_tokens = laplace.kfac_factors(token_net, x, generator=torch.Generator().manual_seed(2))
+    assert [f.name for f in by_tokens] == ["lin", "head"]
+    for a, b in zip(by_conv, by_tokens):
+        torch.testing.assert_close(a.A, b.A, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a.G, b.G, rtol=1e-5, atol=1e-9)  # G averaged over the T tokens
 
 
 def test_kfac_conv1d_factor_uses_the_unfolded_patches():
@@ -180,7 +294,7 @@ def test_kfac_laplace_samples_have_the_kronecker_covariance():
     draws = torch.stack([laplace.sample_layer(f, n, tau, scale, generator=gen).reshape(-1)
                          for _ in range(20_000)])  # (S, out * in') in row-major order
     g_t, a_t = laplace.posterior_factors(f, n, tau)
-    expected = scale ** 2 * torch.kron(torch.linalg.inv(g_t), torch.linalg.inv(a_t))
+    expected = scale * torch.kron(torch.linalg.inv(g_t), torch.linalg.inv(a_t))  # s scales the covariance
     empirical = draws.T @ draws / len(draws)
     assert torch.allclose(empirical, expected, atol=0.05 * float(expected.diagonal().max()))
     assert torch.allclose(draws.mean(0), torch.zeros(10, dtype=torch.float64),
@@ -212,6 +326,39 @@ def test_spro_simplex_has_volume_and_samples_lie_inside(pre, tmp_path):
         assert float(coords.min()) >= -1e-5 and float(coords.sum()) == pytest.approx(1.0)
         np.testing.assert_allclose(coords.numpy(), m["barycentric"], atol=1e-4)
     assert run.members[1]["barycentric"] != run.members[2]["barycentric"]
+
+
+def test_spro_volume_term_pushes_the_new_vertex_to_a_larger_simplex():
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    layout = ParamLayout.of(net)
+    v0 = weight_vector(net).float()
+    v1, new = v0 + 0.1 * torch.randn(8), v0 + 0.1 * torch.randn(8)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+
+    def grad(volume_reg: float) -> torch.Tensor:
+        point = new.clone().requires_grad_(True)
+        spro._spro_loss(net, layout, {}, [v0, v1, point], volume_reg, x, y,
+                        torch.Generator().manual_seed(1)).backward()  # the same alpha for both
+        return point.grad.double()
+
+    with_reg, without = grad(0.5), grad(0.0)
+    edges = torch.stack([v1 - v0, new - v0], 1).double()  # d/dv2 of 0.5 logdet(E^T E): E (E^T E)^-1 e2
+    torch.testing.assert_close(with_reg - without, -0.5 * (edges @ torch.linalg.inv(edges.T @ edges))[:, 1],
+                               rtol=1e-4, atol=1e-6)
+    log_v = [float(spro.log_volume([v0, v1, new.double() - 0.05 * g])) for g in (with_reg, without)]
+    assert log_v[0] > log_v[1] + 1e-3  # the same step with the regulariser grows the simplex
+
+
+def test_spro_samples_are_uniform_on_the_simplex():
+    n, gen = 4, torch.Generator().manual_seed(0)
+    alphas = torch.stack([spro.uniform_weights(n, generator=gen) for _ in range(20_000)]).numpy()
+    assert np.all(alphas >= 0) and np.allclose(alphas.sum(1), 1)
+    sd = math.sqrt((n - 1) / (n ** 2 * (n + 1)))  # of Beta(1, n - 1)
+    np.testing.assert_allclose(alphas.mean(0), 1 / n, atol=4 * sd / math.sqrt(len(alphas)))
+    for i in range(n):  # Dirichlet(1, ..., 1) marginals are Beta(1, n - 1)
+        assert stats.kstest(alphas[:, i], stats.beta(1, n - 1).cdf).pvalue > 1e-3, i
+    assert stats.kstest(alphas[:, 0], stats.uniform(0, 1).cdf).pvalue < 1e-6  # the test has power
 
 
 def test_simplex_volume_and_barycentric_coordinates_on_a_known_triangle():
@@ -257,3 +404,19 @@ def test_init_checkpoint_becomes_member_one_and_bad_settings_are_refused(pre, tm
         RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_schedule="step", **TINY)
     with pytest.raises(UserError, match="unknown method"):
         RunConfig("laplace", (pre,), **TINY)
+    with pytest.raises(UserError, match="csgld does not apply --optimizer, --amp"):
+        RunConfig("csgld", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", amp=True, **TINY)
+    with pytest.raises(UserError, match="spro does not apply --label-smoothing, --mixup, --cutmix, "
+                                        "--grad-clip"):
+        RunConfig("spro", (pre,), cycle_epochs=1, cycle_lr=0.1, label_smoothing=0.1, mixup=0.2,
+                  cutmix=1.0, grad_clip=5.0, **TINY)
+    RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", label_smoothing=0.1,
+              grad_clip=5.0, **TINY)  # FGE's (and SWAG's) steps apply the recipe
+
+
+def test_local_methods_refuse_more_than_one_process(pre, tmp_path):
+    cfg = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, **TINY)
+    group = Group(1, 2, lambda: pytest.fail("waited in a barrier"))
+    with pytest.raises(UserError, match="swag trains on one process.*without torchrun"):
+        train(cfg, tmp_path / "r", group=group)
+    assert not (tmp_path / "r").exists()

@@ -53,8 +53,12 @@ def test_every_local_method_trains_a_run_that_ensemble_judges(tmp_path, capsys):
     pre_sha = load_checkpoint(pre).sha256  # member 1 of fge was fine-tuned from --pretrained,
     assert all(load_checkpoint(p / "member-1.safetensors").meta.parent == pre_sha  # and kept its
                for p in runs.values())                                          # lineage as --init
-    for state in ("swag-state.safetensors", "kfac-laplace-state.safetensors", "spro-state.safetensors"):
-        assert any((p / state).exists() for p in runs.values()), state
+    for method, state in (("swag", "swag-state.safetensors"), ("kfac-laplace", "kfac-laplace-state.safetensors"),
+                          ("spro", "spro-state.safetensors")):  # each sampler keeps its state in its run
+        assert (runs[method] / state).is_file(), state
+        assert not any((runs[m] / state).exists() for m in METHODS if m != method), state
+    for method in ("fge", "csgld"):  # a finished trajectory leaves no state behind
+        assert not list(runs[method].glob(f"{method}-state*")), method
 
     report = tmp_path / "report"
     code = main(["ensemble", *map(str, runs.values()), "--out", str(report), "--quiet"])
