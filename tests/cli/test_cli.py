@@ -79,6 +79,9 @@ def _bad_inputs(three_ckpts, tmp_path):
         "bad bn": (["plane", A, B, C, "--bn", "sometimes"], "unknown BN policy"),
         "two checkpoints": (["plane", A, B], "interp"),
         "pt without arch": (["info", str(_pt(tmp_path))], "--arch"),
+        "class count not the data's": (["plane", A, B, C, "--data", "cifar100"],
+                                       "has 10 classes but dataset cifar100 has 100"),
+        "missing dataset root": (["plane", A, B, C, "--data", "cifar10", "--grid", "2"], "--data-root"),
         "out is a file": (["plane", A, B, C, "--grid", "2", "--out", str(_pt(tmp_path))],
                           "exists"),
     }
