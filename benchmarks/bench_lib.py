@@ -155,12 +155,11 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     tuning = evaluator.tune(weights(engine_sample[: case.group_size]),
                             group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
     tune_seconds = time.perf_counter() - start
-    engine = time_engine(evaluator, weights, engine_sample, tuning.path, tuning.group_size)
+    engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
         f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
     options = time_options(case, layout, data, tuning, weights, naive_sample, engine, engine_sample)
-    naive = time_naive(case, weights, naive_sample, device)
     at = [engine_sample.index(p) for p in naive_sample]
     diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
                    for s in naive.metrics) for m in ("loss", "acc")}
@@ -200,19 +199,48 @@ def time_options(case, layout, data, tuning, weights, points, engine: Timing, en
     return out
 
 
-def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int) -> Timing:
-    evaluator.evaluate(weights(points[:1]), path=path)  # warm-up
+def time_interleaved(case, evaluator, weights, engine_points, naive_points, tuning, device):
+    """Engine and naive loop timed in alternating rounds (a share of the engine's points, then
+    one naive point), so that both see the same machine: the speed of a shared or virtual CPU
+    drifts by up to 2x over minutes, which would otherwise decide the ratio."""
+    rounds = len(naive_points)
+    chunks = [engine_points[r::rounds] for r in range(rounds)]
+    engine_parts, naive_parts = [], []
+    time_engine(evaluator, weights, engine_points[:1], tuning.path, tuning.group_size)  # warm-up
+    time_naive(case, weights, naive_points[:1], device)  # warm-up
+    for r in range(rounds):
+        engine_parts.append(time_engine(evaluator, weights, chunks[r], tuning.path, tuning.group_size,
+                                        warm_up=False))
+        naive_parts.append(time_naive(case, weights, naive_points[r : r + 1], device, warm_up=False))
+    return _join(engine_parts, [p for c in chunks for p in c], engine_points), _join(naive_parts)
+
+
+def _join(parts: list[Timing], order=None, target=None) -> Timing:
+    """One timing from several; metrics put back in ``target`` order when given."""
+    metrics = {s: {m: np.concatenate([p.metrics[s][m] for p in parts]) for m in parts[0].metrics[s]}
+               for s in parts[0].metrics}
+    if order is not None:
+        where = [order.index(p) for p in target]
+        metrics = {s: {m: v[where] for m, v in ms.items()} for s, ms in metrics.items()}
+    return Timing(sum(p.points for p in parts), sum(p.seconds for p in parts), metrics)
+
+
+def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int, *,
+                warm_up: bool = True) -> Timing:
+    if warm_up:
+        evaluator.evaluate(weights(points[:1]), path=path)
     sync(evaluator)
     parts, start = [], time.perf_counter()
     for g in range(0, len(points), group):
         parts.append(evaluator.evaluate(weights(points[g : g + group]), path=path).metrics)
+    sync(evaluator)
     seconds = time.perf_counter() - start
     metrics = {s: {m: np.concatenate([p[s][m] for p in parts]) for m in parts[0][s]}
                for s in parts[0]}
     return Timing(len(points), seconds, metrics)
 
 
-def time_naive(case: PlaneCase, weights, points, device: torch.device) -> Timing:
+def time_naive(case: PlaneCase, weights, points, device: torch.device, *, warm_up: bool = True) -> Timing:
     splits = {"train": case.train, "test": case.test}
 
     def one(point):
@@ -220,7 +248,8 @@ def time_naive(case: PlaneCase, weights, points, device: torch.device) -> Timing
                            bn_train=case.train, bn_batch_size=case.bn_batch_size,
                            batch_size=case.naive_batch_size, device=device)
 
-    one(points[0])  # warm-up
+    if warm_up:
+        one(points[0])
     results, start = [], time.perf_counter()
     for p in points:
         results.append(one(p))
