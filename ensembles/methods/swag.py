@@ -77,6 +77,10 @@ class SWAGConfig:
                             f"{', '.join(SCHEDULES)}")
         if not self.scale >= 0:
             raise UserError(f"--sample-scale must be >= 0, got {self.scale!r}")
+        if self.epochs * self.collect_per_epoch < 2:  # one collected model has no spread to sample
+            raise UserError(f"swag collects {self.epochs * self.collect_per_epoch} weight vector over "
+                            f"--cycle-epochs {self.epochs} with --swag-collect {self.collect_per_epoch}; "
+                            "it needs at least 2 (raise either)")
 
     @classmethod
     def of(cls, run) -> "SWAGConfig":

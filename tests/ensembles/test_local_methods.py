@@ -173,7 +173,9 @@ def test_swag_collects_exactly_c_times_per_epoch():
     assert swag.collection_steps(16, 1) == [16]
     with pytest.raises(UserError, match="--swag-collect 17 exceeds the 16 batches"):
         swag.collection_steps(16, 17)
-    cfg = swag.SWAGConfig(epochs=1, lr=0.1, schedule="cyclic", min_lr=0.001)
+    cfg = swag.SWAGConfig(epochs=1, lr=0.1, collect_per_epoch=3, schedule="cyclic", min_lr=0.001)
+    with pytest.raises(UserError, match="collects 1 weight vector .* needs at least 2"):
+        swag.SWAGConfig(epochs=1, lr=0.1)  # one model has no spread: every sample would be it
     points = [5, 11, 16]
     assert [swag.swa_lr(s, points, cfg) for s in points] == pytest.approx([0.001] * 3)  # low at collection
     assert swag.swa_lr(6, points, cfg) == pytest.approx(0.1 - (0.1 - 0.001) / 6)  # restarts after it
