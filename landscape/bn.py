@@ -48,12 +48,14 @@ def fixed_batches(inputs: torch.Tensor, batch_size: int) -> Iterator[torch.Tenso
 
 
 @torch.no_grad()
-def recompute_bn_(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 128) -> None:
+def recompute_bn_(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 128,
+                  transform=None) -> None:
     """Recompute ``model``'s BN running statistics in place from ``inputs``.
 
     Equivalent to ``torch.optim.swa_utils.update_bn`` over ``fixed_batches(inputs, batch_size)``,
     except that only BN layers switch to train mode (dropout stays off, so it is deterministic).
-    The model's modes and the BN momenta are restored afterwards.
+    The model's modes and the BN momenta are restored afterwards. ``transform`` (e.g. a uint8
+    image decoder) is applied to every batch before the model sees it.
     """
     layers = bn_modules(model)
     if not layers:
@@ -69,7 +71,7 @@ def recompute_bn_(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 1
             m.momentum = None  # cumulative average over batches
             m.train()
         for xb in fixed_batches(inputs, batch_size):
-            model(xb)
+            model(xb if transform is None else transform(xb))
     finally:
         for m, momentum, training in saved:
             m.momentum = momentum

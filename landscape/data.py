@@ -273,6 +273,64 @@ def as_tensors(
     return torch.cat(xs), torch.cat(ys).long()
 
 
+@dataclass(frozen=True)
+class Resident:
+    """A split held compactly for evaluation: ``inputs`` as stored (uint8 images for datasets
+    whose transform ends in ``ToTensor`` + ``Normalize``, else the transformed floats), and
+    ``decode``, which turns a batch of them into exactly what the dataset's transform gives."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    decode: "ImageDecode | None" = None
+
+
+@dataclass(frozen=True)
+class ImageDecode:
+    """uint8 (B, C, H, W) -> float: ``ToTensor``'s ``/ 255`` then ``Normalize``, the same
+    operations in the same order, so the result is bit-identical to the dataset's."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return x
+        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+        return x.to(torch.float32).div(255).sub_(mean).div_(std)
+
+
+def as_resident(dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256) -> Resident:
+    """Like ``as_tensors``, but images are kept as uint8 (a quarter of the memory) when the
+    dataset's transform ends in ``ToTensor`` + ``Normalize``; ``Resident.decode`` restores them."""
+    split = _uint8_transform(dataset)
+    if split is None:
+        return Resident(*as_tensors(dataset, indices, batch_size=batch_size))
+    stored, decode = split
+    original = dataset.transform
+    try:
+        dataset.transform = stored
+        x, y = as_tensors(dataset, indices, batch_size=batch_size)
+    finally:
+        dataset.transform = original
+    if x.dtype != torch.uint8:  # e.g. 16-bit images: ToTensor would not divide by 255
+        return Resident(*as_tensors(dataset, indices, batch_size=batch_size))
+    return Resident(x, y, decode)
+
+
+def _uint8_transform(dataset: Dataset):
+    """(the transform without ToTensor + Normalize, then PILToTensor; the decode) or None."""
+    from torchvision import transforms as T
+
+    tf = getattr(dataset, "transform", None)
+    steps = list(getattr(tf, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
+        return None
+    norm = steps[-1]
+    mean, std = (tuple(float(v) for v in torch.as_tensor(a).flatten()) for a in (norm.mean, norm.std))
+    return T.Compose([*steps[:-2], T.PILToTensor()]), ImageDecode(mean, std)
+
+
 # ----------------------------------------------------------------------------- out of distribution
 
 MNIST1D_C_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "blur", "shift", "scale", "dropout",

@@ -39,10 +39,15 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 @dataclass(frozen=True)
 class EvalData:
     """Resident evaluation data: ``splits`` maps a split name to (inputs, labels) on the device;
-    ``bn_inputs`` are the train inputs used for BN recompute (None when not recomputing)."""
+    ``bn_inputs`` are the train inputs used for BN recompute (None when not recomputing);
+    ``decode``, when given, turns a batch of stored inputs (e.g. uint8 images) into model inputs."""
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     bn_inputs: torch.Tensor | None = None
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.decode is None else self.decode(x)
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,8 @@ class GridEvaluator:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             data = EvalData({s: (_channels_last(x), y) for s, (x, y) in data.splits.items()},
-                            None if data.bn_inputs is None else _channels_last(data.bn_inputs))
+                            None if data.bn_inputs is None else _channels_last(data.bn_inputs),
+                            data.decode)
         self.layout, self.data = layout, data
         self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
         self.bn_names = [n for n, _ in bn_modules(self.model)]
@@ -128,7 +134,7 @@ class GridEvaluator:
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
         self.backoffs: list[str] = []
-        sample = next(iter(self.data.splits.values()))[0][:8]
+        sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
 
@@ -261,7 +267,7 @@ class GridEvaluator:
             self._load(weights[i], None if buffers is None else buffers[i])
             if self.bn_policy == "recompute":
                 recompute_bn_(self.model, _limit(self.data.bn_inputs, max_samples),
-                              batch_size=self.bn_batch_size)
+                              batch_size=self.bn_batch_size, transform=self.data.decode)
             model = self.model if self._folded is None else self._folded.refresh()
             for split, (x, y) in self.data.splits.items():
                 loss, acc = self._eval_split(model, x, y, max_samples, k=None)
@@ -316,7 +322,7 @@ class GridEvaluator:
         calls: dict[str, int] = {}
         for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples),
                                 self.bn_batch_size):
-            stats = fn(params, xb)
+            stats = fn(params, self.data.batch(xb))
             sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
             for name in self.bn_names:  # recorded on the last call of `one`
                 calls[name] = calls.get(name, 0) + self._calls.get(name, 0)
@@ -385,7 +391,7 @@ class GridEvaluator:
         correct = torch.zeros(kk, dtype=torch.long, device=x.device)
         n = 0
         for start in _starts(len(x), self.batch_size, max_samples):
-            xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            xb, yb = self.data.batch(x[start : start + self.batch_size]), y[start : start + self.batch_size]
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
             loss_sum += ce.view(kk, -1).double().sum(1)

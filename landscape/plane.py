@@ -20,7 +20,7 @@ import torch
 
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import SPLITS, as_tensors, dataset_info, load_dataset, subset_indices
+from landscape.data import SPLITS, as_resident, dataset_info, load_dataset, subset_indices
 from landscape.distributed import Group
 from landscape.engine import PATHS, PRECISIONS, EvalData, GridEvaluator
 from landscape.errors import UserError
@@ -242,7 +242,7 @@ def _check_classes(ckpt: Checkpoint, dataset: str) -> None:
 
 def _check_inputs(model: torch.nn.Module, arch: str, data: EvalData, dataset: str) -> None:
     """Run two samples through the engine's private model: a shape mismatch becomes one line."""
-    x = next(iter(data.splits.values()))[0][:2]
+    x = data.batch(next(iter(data.splits.values()))[0][:2])
     try:
         with torch.no_grad():
             model(x)
@@ -298,17 +298,19 @@ def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
 
 
 def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalData:
+    """The splits the plane needs, on the device; images stay uint8 there (a quarter of the
+    memory of floats) and are decoded batch by batch, bit-identically."""
     subsets = {"train": config.train_subset, "test": config.test_subset}
     need = set(config.splits) | ({"train"} if policy == "recompute" else set())
-    tensors = {}
+    tensors, decode = {}, None
     for split in SPLITS:
         if split in need:
             ds = load_dataset(dataset, split, root)
-            idx = subset_indices(len(ds), subsets[split], seed=config.seed)
-            x, y = as_tensors(ds, idx)
-            tensors[split] = (x.to(device), y.to(device))
+            res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=config.seed))
+            tensors[split] = (res.inputs.to(device), res.labels.to(device))
+            decode = decode or res.decode
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
-    return EvalData({s: tensors[s] for s in config.splits}, bn_inputs)
+    return EvalData({s: tensors[s] for s in config.splits}, bn_inputs, decode)
 
 
 # ----------------------------------------------------------------------------- config
