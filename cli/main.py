@@ -93,6 +93,7 @@ def _sigterm_interrupts() -> None:
         return
 
     def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)

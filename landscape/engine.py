@@ -134,6 +134,7 @@ class GridEvaluator:
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
         self.backoffs: list[str] = []
+        self._in_bn = False  # inside a BN statistics pass (for the out-of-memory back-off)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
@@ -171,6 +172,14 @@ class GridEvaluator:
             if not _is_oom(exc):
                 raise
             _release_memory(self._device)
+            if self._in_bn:  # BN statistics use fixed batches: only fewer points at once help
+                self._in_bn = False
+                if len(weights) == 1:
+                    raise UserError(
+                        f"out of memory in the BN statistics pass (batches of --bn-batch-size "
+                        f"{self.bn_batch_size}) even for one point; use another device, or a smaller "
+                        "--bn-batch-size (which changes the numbers)") from exc
+                return self._split(weights, buffers, path, max_samples)
             if self.batch_size > 1:
                 self.batch_size //= 2
                 self.backoffs.append(f"out of memory: evaluation batch halved to {self.batch_size}")
@@ -178,13 +187,16 @@ class GridEvaluator:
             if len(weights) == 1:
                 raise UserError("out of memory even with one point and a batch of one sample; "
                                 "use a smaller --train-subset/--test-subset or another device") from exc
-            half = len(weights) // 2
-            self.backoffs.append(f"out of memory: group of {len(weights)} points split in two")
-            first = self._backing_off(weights[:half], _head(buffers, half), path, max_samples)
-            rest = self._backing_off(weights[half:], None if buffers is None else list(buffers[half:]),
-                                     path, max_samples)
-            return GroupResult({s: {m: np.concatenate([first.metrics[s][m], rest.metrics[s][m]])
-                                    for m in first.metrics[s]} for s in first.metrics})
+            return self._split(weights, buffers, path, max_samples)
+
+    def _split(self, weights, buffers, path, max_samples) -> GroupResult:
+        half = len(weights) // 2
+        self.backoffs.append(f"out of memory: group of {len(weights)} points split in two")
+        first = self._backing_off(weights[:half], _head(buffers, half), path, max_samples)
+        rest = self._backing_off(weights[half:], None if buffers is None else list(buffers[half:]),
+                                 path, max_samples)
+        return GroupResult({s: {m: np.concatenate([first.metrics[s][m], rest.metrics[s][m]])
+                                for m in first.metrics[s]} for s in first.metrics})
 
     def tune(
         self,
@@ -266,8 +278,10 @@ class GridEvaluator:
         for i in range(k):
             self._load(weights[i], None if buffers is None else buffers[i])
             if self.bn_policy == "recompute":
+                self._in_bn = True
                 recompute_bn_(self.model, _limit(self.data.bn_inputs, max_samples),
                               batch_size=self.bn_batch_size, transform=self.data.decode)
+                self._in_bn = False
             model = self.model if self._folded is None else self._folded.refresh()
             for split, (x, y) in self.data.splits.items():
                 loss, acc = self._eval_split(model, x, y, max_samples, k=None)
@@ -286,7 +300,9 @@ class GridEvaluator:
         device = self._device
         params = self.layout.unflatten(weights.to(device))  # name -> (K, *shape)
         if self.bn_policy == "recompute" and self.bn_names:
+            self._in_bn = True
             bufs = self._vmap_bn_stats(params, max_samples)
+            self._in_bn = False
         elif buffers is not None and buffers[0]:
             bufs = {n: torch.stack([b[n] for b in buffers]).to(device) for n in buffers[0]}
         else:
@@ -353,7 +369,7 @@ class GridEvaluator:
 
     def _stats_hook(self, name: str):
         def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0]
+            x = args[0].float()  # statistics in fp32, also under bf16 autocast
             dims = [0, *range(2, x.dim())]  # every dim but channels
             mean, var = x.mean(dims), x.var(dims, unbiased=True)
             if name in self._records:  # the layer runs again in the same forward

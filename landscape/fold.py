@@ -32,8 +32,8 @@ class Folded:
             _set(self.model, bn_name, nn.Identity())
             conv = self.model.get_submodule(conv_name)
             if conv.bias is None:
-                conv.bias = nn.Parameter(torch.zeros(conv.weight.shape[0], device=conv.weight.device),
-                                         requires_grad=False)
+                conv.bias = nn.Parameter(torch.zeros(conv.weight.shape[0], device=conv.weight.device,
+                                                     dtype=conv.weight.dtype), requires_grad=False)
         for name, module in self.model.named_modules():  # share everything not fused
             own = self.source.get_submodule(name)
             for key in list(module._parameters):
@@ -83,11 +83,19 @@ def fold_pairs(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, str]]:
                 and bn.track_running_stats and name not in seen and bn_name not in seen):
             pairs.append((name, bn_name))
             seen.update((name, bn_name))
-    # a layer called twice in one forward cannot be fused safely
-    counts = {}
+    # a layer called twice in one forward, or whose weights other layers share, cannot be fused
+    counts: dict[str, int] = {}
     for name, *_ in calls:
         counts[name] = counts.get(name, 0) + 1
-    return [(c, b) for c, b in pairs if counts[c] == 1 and counts[b] == 1]
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+
+    def shared(name: str) -> bool:
+        return any(uses[id(p)] > 1 for p in model.get_submodule(name).parameters())
+
+    return [(c, b) for c, b in pairs
+            if counts[c] == 1 and counts[b] == 1 and not shared(c) and not shared(b)]
 
 
 def try_fold(model: nn.Module, sample: torch.Tensor, *, atol: float = 1e-4) -> Folded | None:

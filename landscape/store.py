@@ -239,28 +239,36 @@ def recover(path: str | os.PathLike) -> tuple[int, Path | None]:
     """
     path = Path(path)
     init, journal = init_path(path), journal_path(path)
+    if path.is_file() and _opens(path):  # never trade a readable file for a rebuilt one
+        state = "finished" if _readable(path) else "unfinished but readable"
+        raise UserError(f"{path} is {state}: nothing to recover (rerun the command to finish it)")
     if not init.is_file():
-        if path.is_file() and _readable(path):
-            raise UserError(f"{path} is a finished, readable file: nothing to recover")
         raise UserError(f"{path} has no recovery copy ({init.name}); it cannot be rebuilt: rerun "
                         "the command with --overwrite to compute it again")
     lock = WriterLock(path).acquire()
+    tmp = path.with_name(f".{path.name}.recover-{os.getpid()}")
     try:
-        records = _read_journal(journal)
-        tmp = path.with_name(f".{path.name}.recover-{os.getpid()}")
         shutil.copyfile(init, tmp)
         with h5py.File(tmp, "r+") as f:
-            for r in records:
+            for r in _read_journal(journal):
                 _write_arrays(f, [tuple(i) for i in r["index"]], r["metrics"])
             done = int(f["done"][...].sum())
         moved = None
         if path.exists():
-            moved = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            moved = _free_name(path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
             os.replace(path, moved)
         os.replace(tmp, path)
         return done, moved
     finally:
+        tmp.unlink(missing_ok=True)
         lock.release()
+
+
+def _free_name(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+    return candidate
 
 
 def parts_dir(path: str | os.PathLike) -> Path:
@@ -305,10 +313,12 @@ def _append_journal(path: Path, record: dict[str, Any]) -> None:
     journal = journal_path(path)
     if not init_path(path).is_file():
         return  # a file made before journals existed, or being recovered
-    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    # the leading newline isolates a line that a kill cut short from this one
+    line = memoryview(("\n" + json.dumps(record, separators=(",", ":")) + "\n").encode())
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        while line:
+            line = line[os.write(fd, line):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -344,9 +354,22 @@ def _readable(path: Path) -> bool:
 
 
 def _drop_journal_if_finished(path: Path) -> None:
-    if _readable(path):
-        journal_path(path).unlink(missing_ok=True)
+    if _readable(path):  # .init first: a journal without .init is never used to rebuild
         init_path(path).unlink(missing_ok=True)
+        journal_path(path).unlink(missing_ok=True)
+
+
+def _opens(path: Path) -> bool:
+    """The file opens and its done mask and metrics can be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            f["done"][...]
+            for split in f["metrics"]:
+                for name in METRICS:
+                    f[f"metrics/{split}/{name}"][...]
+        return True
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+        return False
 
 
 def _initialise(f, kind, axes, shape, splits, config) -> None:

@@ -69,3 +69,23 @@ def test_linear_then_batchnorm1d_folds():
     folded = try_fold(model, x)
     assert folded is not None and folded.pairs == [("0", "1")]
     _close(folded.refresh()(x), model(x))
+
+
+class _Tied(nn.Module):
+    """Two convolutions sharing one weight, each with its own BN layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn_a = nn.Conv1d(2, 2, 3, padding=1, bias=False), nn.BatchNorm1d(2)
+        self.b, self.bn_b = nn.Conv1d(2, 2, 3, padding=1, bias=False), nn.BatchNorm1d(2)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.bn_b(self.b(torch.relu(self.bn_a(self.a(x))))).flatten(1)
+
+
+def test_layers_sharing_weights_are_not_folded():
+    model = _Tied().eval()  # default statistics: a wrong fold would pass the build-time check
+    x = torch.randn(4, 2, 6)
+    assert fold_pairs(model, x) == []
+    assert try_fold(model, x) is None

@@ -12,7 +12,7 @@ import pytest
 from cli.main import main
 from landscape import PlaneConfig, UserError, plane, read_surface
 from landscape import store as store_mod
-from landscape.store import init_path, journal_path, recover
+from landscape.store import _append_journal, _read_journal, init_path, journal_path, recover
 
 CFG = dict(grid=4, train_subset=200, test_subset=100, engine="loop", group_size=3)
 ARGS = ["--grid", "4", "--train-subset", "200", "--test-subset", "100", "--engine", "loop",
@@ -88,7 +88,7 @@ def test_truncated_file_and_a_torn_journal_line(three_ckpts, full, tmp_path, mon
 
 
 def test_recover_refuses_what_it_cannot_or_need_not_rebuild(full, tmp_path, capsys):
-    with pytest.raises(UserError, match="finished, readable file: nothing to recover"):
+    with pytest.raises(UserError, match="is finished: nothing to recover"):
         recover(full.path)
     assert main(["recover", str(tmp_path / "nope.h5")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -122,3 +122,24 @@ def test_full_disk_is_one_line_and_earlier_points_survive(three_ckpts, full, tmp
     monkeypatch.setattr(store_mod, target, original)
     assert main(["plane", *map(str, three_ckpts), *ARGS, "--out", str(out)]) == 0
     _assert_equal(read_surface(out / "plane.h5"), full)
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next_one(tmp_path):
+    path = tmp_path / "x.h5"
+    init_path(path).write_bytes(b"")  # journaling is on while .init exists
+    records = [{"index": [[0, k]], "metrics": {"test": {"loss": [float(k)], "acc": [1.0]}}} for k in range(3)]
+    _append_journal(path, records[0])
+    with open(journal_path(path), "ab") as fh:
+        fh.write(b'{"index":[[9,9]],"metrics":{"te')  # killed mid-append, no newline
+    _append_journal(path, records[1])
+    _append_journal(path, records[2])
+    assert _read_journal(journal_path(path)) == records
+
+
+def test_recover_never_replaces_a_readable_unfinished_file(three_ckpts, tmp_path, monkeypatch):
+    out = tmp_path / "plane.h5"
+    _partial(three_ckpts, out, monkeypatch)
+    journal_path(out).unlink()  # even with its journal gone, the file's 6 points are safe
+    with pytest.raises(UserError, match="unfinished but readable: nothing to recover"):
+        recover(out)
+    assert read_surface(out).done.sum() == 6

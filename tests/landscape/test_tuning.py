@@ -134,3 +134,32 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(setup, monkeypa
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         ev.evaluate(setup[2][:2], path="loop")
     assert ev.batch_size == 64 and ev.backoffs == []
+
+
+def test_out_of_memory_in_the_bn_pass_splits_the_group_and_keeps_the_batch(setup, monkeypatch):
+    weights = setup[2][:4]
+    expected = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="vmap")
+    ev = _evaluator(setup, batch_size=64)
+    original = ev._vmap_bn_stats
+
+    def stats(params, max_samples):
+        if len(next(iter(params.values()))) > 1:
+            raise OutOfMemoryError("out of memory (simulated, BN statistics)")
+        return original(params, max_samples)
+
+    monkeypatch.setattr(ev, "_vmap_bn_stats", stats)
+    _assert_same(ev.evaluate(weights, path="vmap"), expected)
+    assert ev.batch_size == 64  # halving the evaluation batch cannot help the BN pass
+    assert ev.backoffs[0] == "out of memory: group of 4 points split in two" and len(ev.backoffs) == 3
+
+
+def test_out_of_memory_in_the_bn_pass_of_one_point_names_the_bn_batch_size(setup, monkeypatch):
+    import landscape.engine as engine_mod
+
+    def fails(*args, **kwargs):
+        raise OutOfMemoryError("out of memory (simulated)")
+
+    monkeypatch.setattr(engine_mod, "recompute_bn_", fails)
+    ev = _evaluator(setup, batch_size=64)
+    with pytest.raises(UserError, match="BN statistics pass .*--bn-batch-size 32"):
+        ev.evaluate(setup[2][:1], path="loop")
