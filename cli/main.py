@@ -87,16 +87,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sigterm_interrupts() -> None:
-    """SIGTERM (a scheduler's time limit, torchrun stopping a job) ends the run like Ctrl-C:
-    finished work saved, exit code 3."""
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's time limit, torchrun stopping a job) end the
+    run with finished work saved and exit code 3. The request is also remembered, so the next
+    progress update stops the run even if Python dropped the first KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         return
+    from landscape.progress import request_interrupt
+
+    request_interrupt(False)  # a new command starts uninterrupted
 
     def interrupt(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
+        request_interrupt()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Library functions never print. Long loops call `progress(...)`, which is silent unless the
 application (the CLI) has switched bars on with `enable_progress(True)`.
+
+Every bar update is also where an interrupt asked for with `request_interrupt()` (the CLI's
+SIGINT/SIGTERM handler) is raised as ``KeyboardInterrupt``: Python drops an exception raised by a
+signal handler while it runs a finalizer or weakref callback, and this makes sure the run still
+stops after the work in hand is saved.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 _ENABLED = False
+_INTERRUPTED = False
 
 
 def enable_progress(enabled: bool = True) -> None:
@@ -19,9 +25,28 @@ def enable_progress(enabled: bool = True) -> None:
     _ENABLED = enabled
 
 
+def request_interrupt(requested: bool = True) -> None:
+    """Ask every running loop to stop at its next progress update (False clears the request)."""
+    global _INTERRUPTED
+    _INTERRUPTED = requested
+
+
+def check_interrupt() -> None:
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
+
+
+class _Bar(tqdm):
+    def update(self, n: float | None = 1) -> bool | None:
+        shown = super().update(n)
+        check_interrupt()
+        return shown
+
+
 def progress(*, total: int, desc: str, unit: str = "it", initial: int = 0) -> Any:
-    """A tqdm bar (a context manager with `.update(n)`), disabled unless switched on."""
-    return tqdm(
+    """A tqdm bar (a context manager with `.update(n)`), disabled unless switched on; its
+    updates raise ``KeyboardInterrupt`` once an interrupt was requested."""
+    return _Bar(
         total=total,
         desc=desc,
         unit=unit,

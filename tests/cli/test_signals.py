@@ -66,7 +66,7 @@ def _run(argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def plane_args(three_ckpts, tmp_path_factory):
-    args = ["plane", *map(str, three_ckpts), "--grid", "5", *SUBSETS]
+    args = ["plane", *map(str, three_ckpts), "--grid", "9", *SUBSETS]
     full = tmp_path_factory.mktemp("plane") / "full"
     _run([*args, "--out", str(full)])
     return args, read_surface(full / "plane.h5")
@@ -75,9 +75,9 @@ def plane_args(three_ckpts, tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_plane_interrupted_by_a_signal_resumes_to_identical_arrays(plane_args, tmp_path, sig):
     args, full = plane_args
-    proc = _interrupt([*CLI, *args, "--out", str(tmp_path)], sig, _progress_at_least(4, 25))
+    proc = _interrupt([*CLI, *args, "--out", str(tmp_path)], sig, _progress_at_least(4, 81))
     _check_exit(proc, sig, "plane")
-    assert 0 < read_surface(tmp_path / "plane.h5").done.sum() < 25
+    assert 0 < read_surface(tmp_path / "plane.h5").done.sum() < 81
     _run([*args, "--out", str(tmp_path)])
     resumed = read_surface(tmp_path / "plane.h5")
     for split in ("train", "test"):

@@ -417,7 +417,7 @@ def test_init_checkpoint_becomes_member_one_and_bad_settings_are_refused(pre, tm
 
 
 def test_local_methods_refuse_more_than_one_process(pre, tmp_path):
-    cfg = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, **TINY)
+    cfg = RunConfig("swag", (pre,), cycle_epochs=2, cycle_lr=0.02, **TINY)
     group = Group(1, 2, lambda: pytest.fail("waited in a barrier"))
     with pytest.raises(UserError, match="swag trains on one process.*without torchrun"):
         train(cfg, tmp_path / "r", group=group)
