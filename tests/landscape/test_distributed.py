@@ -97,7 +97,7 @@ def _worker_pid(launcher: int, rank: int) -> int | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("rank", [1])  # a worker that is not the writer (killing all is tested above)
 def test_one_killed_rank_then_a_rerun_completes_with_identical_values(three_ckpts, tmp_path, rank):
     args = ["plane", *map(str, three_ckpts), "--grid", "6", "--train-subset", "300",
             "--test-subset", "200", "--engine", "loop", "--group-size", "1", "--no-plots"]
