@@ -51,17 +51,6 @@ class PerSample(Dataset):
         return self.transform(self.raw[i]), int(self.labels[i])
 
 
-class InputsOnly(Dataset):
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.ds[i][0]
-
-
 def vector_transform(mean: float = 0.0, std: float = 1.0) -> Transform:
     """ToTensor + Normalize for 1-D float samples (MNIST-1D)."""
     def tf(a: np.ndarray) -> torch.Tensor:

@@ -61,6 +61,13 @@ def _mutate(data: bytes, edits) -> bytes:
     return bytes(out)
 
 
+def _damaged_copy(data: bytes, edits, cut: int, path):
+    """Write ``data`` with ``edits`` applied and its last ``cut`` bytes removed to ``path``."""
+    data = _mutate(data, edits)
+    path.write_bytes(data[: len(data) - cut] if cut else data)
+    return path
+
+
 edits = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8)
 
 
@@ -83,10 +90,7 @@ def test_tampered_safetensors_errors_cleanly(good_files, tmp_path, edits, cut, h
 @FUZZ
 @given(edits=edits, cut=st.integers(0, 2000))
 def test_tampered_surface_file_errors_cleanly(good_files, tmp_path, edits, cut):
-    data = _mutate(good_files[1], edits)
-    data = data[: len(data) - cut] if cut else data
-    path = tmp_path / "t.h5"
-    path.write_bytes(data)
+    path = _damaged_copy(good_files[1], edits, cut, tmp_path / "t.h5")
     try:
         read_surface(path)
     except UserError:
@@ -96,10 +100,7 @@ def test_tampered_surface_file_errors_cleanly(good_files, tmp_path, edits, cut):
 @FUZZ
 @given(edits=edits, cut=st.integers(0, 2000))
 def test_tampered_paths_file_errors_cleanly(good_files, tmp_path, edits, cut):
-    data = _mutate(good_files[2], edits)
-    data = data[: len(data) - cut] if cut else data
-    path = tmp_path / "t.h5"
-    path.write_bytes(data)
+    path = _damaged_copy(good_files[2], edits, cut, tmp_path / "t.h5")
     try:
         read_paths(path)
     except UserError:
@@ -111,10 +112,7 @@ def test_tampered_paths_file_errors_cleanly(good_files, tmp_path, edits, cut):
 @given(edits=edits, cut=st.integers(0, 2000))
 def test_resuming_a_damaged_partial_file_errors_cleanly(good_files, tmp_path, edits, cut):
     """Opening a damaged unfinished file to resume it: a clean error, or a store that works."""
-    data = _mutate(good_files[1], edits)
-    data = data[: len(data) - cut] if cut else data
-    path = tmp_path / "r.h5"
-    path.write_bytes(data)
+    path = _damaged_copy(good_files[1], edits, cut, tmp_path / "r.h5")
     try:
         with SurfaceStore.open(path, x=np.arange(3.0), y=np.arange(3.0), splits=("test",),
                                config=SURFACE_CONFIG, points={"A": PointInfo(0, 0, 0)}) as store:
