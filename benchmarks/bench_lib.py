@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import landscape
 from landscape.engine import EvalData, GridEvaluator
 from landscape.geometry import ParamLayout, PlaneBasis, axis, three_point_basis
+from landscape.numerics import numerics
 from landscape.reference import naive_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +147,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     tune_seconds = time.perf_counter() - start
     engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
+    without_bn = time_without_bn(case, layout, data, tuning, weights(engine_sample[:2]))
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
         f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
     options = time_options(case, layout, data, tuning, weights, naive_sample, engine, engine_sample)
@@ -160,6 +162,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
                    "group_size": tuning.group_size, "seconds": tune_seconds,
                    "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs},
         "engine": _timing(engine), "naive": _timing(naive),
+        "engine_seconds_per_point_without_bn": without_bn,
         "ratio": engine.points_per_s / naive.points_per_s,
         "max_abs_diff": diff,
         "flops_per_point": flops,
@@ -174,10 +177,13 @@ def time_options(case, layout, data, tuning, weights, points, engine: Timing, en
     points: points per second, speed-up over fp32, and the largest difference from fp32."""
     at = [engine_sample.index(p) for p in points]
     image = data.splits["test"][0].dim() == 4
+    gpu = data.splits["test"][0].device.type == "cuda"
     out = {}
-    for name, kw in (("bf16", {"precision": "bf16"}), ("channels_last", {"channels_last": True})):
-        if name == "channels_last" and not image:
-            continue
+    for name, kw in (("tf32", {"precision": "tf32"}), ("bf16", {"precision": "bf16"}),
+                     ("channels_last", {"channels_last": True}),
+                     ("bf16+cl", {"precision": "bf16", "channels_last": True})):
+        if ("channels_last" in kw and not image) or (name == "tf32" and not gpu):
+            continue  # channels-last is for images; TF32 exists on GPUs only
         ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
                            bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
         t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
@@ -186,6 +192,19 @@ def time_options(case, layout, data, tuning, weights, points, engine: Timing, en
         out[name] = {"points_per_s": t.points_per_s, "speedup": t.points_per_s / engine.points_per_s,
                      "max_abs_diff": diff}
     return out
+
+
+def time_without_bn(case, layout, data, tuning, w: torch.Tensor) -> float:
+    """Seconds per point of the evaluation passes alone (BN statistics kept, not recomputed):
+    the rest of the engine's time per point is the BN statistics pass."""
+    ev = GridEvaluator(case.models[0], layout, data, bn_policy="keep", batch_size=tuning.batch_size)
+    keep = [{k: v for k, v in case.models[0].state_dict().items() if k in dict(ev.model.named_buffers())}] * len(w)
+    ev.evaluate(w[:1], keep[:1], path="loop")
+    sync(ev)
+    start = time.perf_counter()
+    ev.evaluate(w, keep, path="loop")
+    sync(ev)
+    return (time.perf_counter() - start) / len(w)
 
 
 def time_interleaved(case, evaluator, weights, engine_points, naive_points, tuning, device):
@@ -268,22 +287,26 @@ def _timing(t: Timing) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the machine
 
 
-def matmul_flops_per_s(device: str = "cpu", n: int | None = None, repeats: int = 5) -> float:
-    """Dense fp32 matmul throughput of this device with the current thread settings (best of
-    ``repeats``), the yardstick of the engine's FLOP/s."""
+def matmul_flops_per_s(device: str = "cpu", n: int | None = None, repeats: int = 5,
+                       precision: str = "fp32") -> float:
+    """Dense matmul throughput of this device with the current thread settings (best of
+    ``repeats``): IEEE fp32 by default, the yardstick of the engine's FLOP/s; ``tf32`` or
+    ``bf16`` (GPU) for the options."""
     dev = torch.device(device)
     n = n or (8192 if dev.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    a @ b
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
     best = float("inf")
-    for _ in range(repeats):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
+    with numerics("tf32" if precision == "tf32" else "fp32", dev):
         a @ b
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        best = min(best, time.perf_counter() - start)
+        for _ in range(repeats):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 
 

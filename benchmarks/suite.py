@@ -77,10 +77,10 @@ def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 "scaling": dict(grids=(3, 5), procs=(1, 2), train=100, test=50)}
     return {"demo": dict(train=None, test=None, grid=21, naive=8, engine=48),
             "peer": dict(train=None, test=None, steps=6),
-            "resnet20": (dict(train=50000, test=10000, grid=21, naive=2, engine=16, px=32) if gpu
-                         else dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32)),
-            "resnet50": (dict(train=5000, test=1000, grid=21, naive=2, engine=16, px=224) if gpu
-                         else dict(train=64, test=32, grid=21, naive=1, engine=2, px=128)),
+            "resnet20": (dict(train=50000, test=10000, grid=21, naive=2, engine=16, px=32, batch=1024, group=8)
+                         if gpu else dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32)),
+            "resnet50": (dict(train=5000, test=1000, grid=21, naive=1, engine=8, px=224, batch=512, group=4)
+                         if gpu else dict(train=64, test=32, grid=21, naive=1, engine=2, px=128)),
             "scaling": dict(grids=(5, 9, 15, 21), procs=(1, 2), train=None, test=None)}
 
 
@@ -111,11 +111,15 @@ def mnist1d_split(split: str, n: int | None, seed: int = 0) -> PerSample:
 
 
 def synthetic_images(n: int, px: int, classes: int, seed: int) -> PerSample:
-    """Random uint8 HWC images with a class-dependent mean, so accuracy is not trivial."""
+    """Random uint8 HWC images with a class-dependent mean, so accuracy is not trivial
+    (made in chunks of float32 noise: 6000 images at 224 px would need 7 GB in float64)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, n)
-    base = rng.integers(0, 256, (classes, 1, 1, 3))
-    raw = np.clip(rng.normal(base[labels], 60, (n, px, px, 3)), 0, 255).astype(np.uint8)
+    base = rng.integers(0, 256, (classes, 1, 1, 3)).astype(np.float32)
+    raw = np.empty((n, px, px, 3), dtype=np.uint8)
+    for s in range(0, n, 512):
+        noise = rng.standard_normal((min(512, n - s), px, px, 3), dtype=np.float32)
+        raw[s : s + 512] = np.clip(base[labels[s : s + 512]] + 60 * noise, 0, 255)
     return PerSample(raw, labels, image_transform(CIFAR_MEAN, CIFAR_STD))
 
 
@@ -153,7 +157,8 @@ def case_image(name, arch, classes, args, size, tmp, **kw) -> dict[str, Any]:
     train = synthetic_images(size["train"], size["px"], classes, seed=1)
     test = synthetic_images(size["test"], size["px"], classes, seed=2)
     case = PlaneCase(name, models, train, test, grid=size["grid"], naive_points=size["naive"],
-                     engine_points=size["engine"], batch_size=256, device=args.device,
+                     engine_points=size["engine"], batch_size=size.get("batch", 256),
+                     group_size=size.get("group", 8), device=args.device,
                      notes=[f"{arch}, random weights, synthetic {size['px']} px uint8 images"])
     return measure(case)
 
@@ -299,12 +304,17 @@ def table(result: dict[str, Any]) -> str:
             f"{r['case']:<10}{r['grid']:>5}{r['samples']['train']:>7}/{r['samples']['test']:<5}"
             f"{r['engine']['points_per_s']:>13.2f}{r['naive']['points_per_s']:>10.2f}{r['ratio']:>7.1f}x"
             f"{r['max_abs_diff']['loss']:>12.1e}{r['max_abs_diff']['acc']:>11.1e}{gf:>9}{frac:>7}"
-            f"  {t['path']}, batch {t['batch_size']}, group {t['group_size']}")
-    opts = [(r["case"], name, o) for r in result["cases"] for name, o in r.get("options", {}).items()]
+            f"  {t['path']}, batch {t['batch_size']}, group {t['group_size']}{_bn_share(r)}")
+    by_precision = result.get("matmul_flops_per_s_by_precision")
+    if by_precision:
+        lines[1] += "; " + ", ".join(f"{p} {v / 1e12:.1f} TFLOP/s" for p, v in by_precision.items())
+    opts = [(r, name, o) for r in result["cases"] for name, o in r.get("options", {}).items()]
     if opts:
-        lines += ["", f"{'case':<10}{'option':<15}{'pt/s':>9}{'vs fp32':>9}{'max|dloss|':>12}{'max|dacc|':>11}"]
-        lines += [f"{c:<10}{n:<15}{o['points_per_s']:>9.2f}{o['speedup']:>8.2f}x"
-                  f"{o['max_abs_diff']['loss']:>12.1e}{o['max_abs_diff']['acc']:>11.1e}" for c, n, o in opts]
+        lines += ["", f"{'case':<10}{'option':<15}{'pt/s':>9}{'vs fp32':>9}{'max|dloss|':>12}{'max|dacc|':>11}"
+                      f"{'of its mm':>11}"]
+        lines += [f"{r['case']:<10}{n:<15}{o['points_per_s']:>9.2f}{o['speedup']:>8.2f}x"
+                  f"{o['max_abs_diff']['loss']:>12.1e}{o['max_abs_diff']['acc']:>11.1e}"
+                  f"{_option_fraction(r, n, o, by_precision):>11}" for r, n, o in opts]
     for r in result["cases"]:
         if r["case"] == "scaling" and "skipped" not in r:
             lines += ["", "scaling (landscape plane end to end):"]
@@ -313,6 +323,22 @@ def table(result: dict[str, Any]) -> str:
             lines += [f"  {x['processes']} process(es), grid {x['grid']}: {x['seconds']:7.1f} s "
                       f"= {x['points_per_s']:.2f} points/s" for x in r["process_rows"]]
     return "\n".join(lines)
+
+
+def _bn_share(case: dict[str, Any]) -> str:
+    """The share of the engine's time per point spent on BN statistics."""
+    rest = case.get("engine_seconds_per_point_without_bn")
+    if rest is None:
+        return ""
+    return f"; BN pass {max(0.0, 1 - rest * case['engine']['points_per_s']):.0%} of the time"
+
+
+def _option_fraction(case: dict[str, Any], name: str, option: dict[str, Any], by_precision) -> str:
+    """The option's FLOP/s as a fraction of the matmul rate at its own precision (GPU only)."""
+    precision = "bf16" if name.startswith("bf16") else "tf32" if name == "tf32" else "fp32"
+    if not by_precision or not case.get("flops_per_point"):
+        return ""
+    return f"{100 * case['flops_per_point'] * option['points_per_s'] / by_precision[precision]:.0f}%"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -346,6 +372,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def write_json(result: dict[str, Any], path: Path | None) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -374,14 +406,16 @@ def main(argv: list[str] | None = None) -> int:
                "resnet50": lambda a, s, t: case_image("resnet50", "timm:resnet50", 100, a, s, t)}
     result = {"environment": environment(args.device), "smoke": args.smoke,
               "matmul_flops_per_s": matmul_flops_per_s(args.device), "cases": []}
+    if torch.device(args.device).type == "cuda":
+        result["matmul_flops_per_s_by_precision"] = {
+            p: matmul_flops_per_s(args.device, precision=p) for p in ("fp32", "tf32", "bf16")}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in args.cases:
             log(f"case {name}")
             result["cases"].append(runners[name](args, size[name], Path(tmp)))
+            write_json(result, args.json)  # after every case: a run cut short keeps what it measured
     print(table(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    write_json(result, args.json)
     if args.plot:
         plot(result, args.plot)
     return 0

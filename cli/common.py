@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from landscape.errors import UserError
+from landscape.numerics import PRECISIONS
 
 
 class Parser(argparse.ArgumentParser):
@@ -119,8 +120,9 @@ def process_group(device_spec: str):
 
 def add_precision(p: argparse.ArgumentParser) -> None:
     """--precision and --channels-last for plane and interp."""
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="fp32 (default), or bf16 autocast: faster on recent GPUs, changes the numbers "
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default: IEEE float32, also on GPUs), tf32 (TF32 tensor cores on GPUs) or "
+                        "bf16 autocast: the last two are faster on recent GPUs and change the numbers "
                         "slightly (recorded in the file; benchmarks/suite.py measures by how much)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for image models (speed only, often faster on GPU)")

@@ -14,7 +14,6 @@ evaluation batch, then splits the group, instead of failing (``backoffs`` record
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -30,9 +29,9 @@ from landscape.bn import bn_modules, fixed_batches, recompute_bn_
 from landscape.errors import UserError
 from landscape.fold import try_fold
 from landscape.geometry import ParamLayout
+from landscape.numerics import PRECISIONS, numerics
 
 PATHS = ("auto", "loop", "vmap")
-PRECISIONS = ("fp32", "bf16")
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -92,8 +91,9 @@ class GridEvaluator:
             the per-point BN buffers to ``evaluate``).
         bn_batch_size: the fixed batch size of BN statistics.
         batch_size: evaluation batch size (does not change the numbers beyond float rounding).
-        precision: ``fp32``, or ``bf16`` for bfloat16 autocast (faster on recent GPUs; changes
-            the numbers, by an amount the benchmarks measure).
+        precision: ``fp32`` (IEEE float32, also on GPUs), ``tf32`` (TF32 tensor cores on GPUs)
+            or ``bf16`` (bfloat16 autocast); the last two are faster on recent GPUs and change the
+            numbers by an amount the benchmarks measure (``landscape.numerics``).
         channels_last: keep 4-D weights and inputs in channels-last memory format (speed only).
         fold_bn: on the loop path, evaluate with every convolution + BN pair fused into one
             layer (``landscape.fold``; checked against the unfused model when built).
@@ -136,7 +136,8 @@ class GridEvaluator:
         self.backoffs: list[str] = []
         self._in_bn = False  # inside a BN statistics pass (for the out-of-memory back-off)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
-        self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
+        with numerics("fp32", device):  # the check compares exact maths, whatever the precision
+            self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
 
     # ------------------------------------------------------------------ public
@@ -166,7 +167,7 @@ class GridEvaluator:
         sample split the group of points in two, then retry."""
         run = self._eval_loop if path == "loop" else self._eval_vmap
         try:
-            with self._autocast():
+            with numerics(self.precision, self._device):
                 return run(weights, buffers, max_samples)
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
@@ -382,11 +383,6 @@ class GridEvaluator:
 
     # ------------------------------------------------------------------ shared
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self._device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @property
     def _device(self) -> torch.device:
         return next(iter(self.data.splits.values()))[0].device
@@ -423,8 +419,11 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_oom(exc: BaseException) -> bool:
+    """Out of memory, as PyTorch, cuDNN and cuBLAS word it."""
     text = str(exc).lower()
-    return isinstance(exc, OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    return isinstance(exc, OutOfMemoryError) or any(
+        s in text for s in ("out of memory", "can't allocate memory", "cudnn_status_alloc_failed",
+                            "cublas_status_alloc_failed"))
 
 
 def _release_memory(device: torch.device) -> None:

@@ -23,10 +23,11 @@ from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS
 from landscape.distributed import Group
-from landscape.engine import PATHS, PRECISIONS
+from landscape.engine import PATHS
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout
 from landscape.models import head_parameter_names
+from landscape.numerics import PRECISIONS
 from landscape.plane import ENGINE_KNOBS, _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
 from landscape.results import PathSet
 from landscape.runner import evaluate_grid

@@ -22,9 +22,10 @@ from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
 from landscape.data import SPLITS, as_resident, dataset_info, load_dataset, subset_indices
 from landscape.distributed import Group
-from landscape.engine import PATHS, PRECISIONS, EvalData, GridEvaluator
+from landscape.engine import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
 from landscape.geometry import ParamLayout, PlaneBasis, axis, random_basis, three_point_basis
+from landscape.numerics import PRECISIONS
 from landscape.results import PointInfo, Surface
 from landscape.runner import evaluate_grid
 from landscape.store import FORMAT_VERSION, SurfaceStore, read_surface
@@ -49,8 +50,8 @@ class PlaneConfig:
         batch_size: evaluation batch size (engine knob; does not change the numbers).
         engine: ``auto`` (measure), ``loop`` or ``vmap`` (engine knob).
         group_size: points evaluated together (engine knob; None: 8).
-        precision: ``fp32`` or ``bf16`` autocast (changes the numbers, so it is part of the
-            file's identity when not fp32).
+        precision: ``fp32``, ``tf32`` or ``bf16`` (``landscape.numerics``; the last two change
+            the numbers, so they are part of the file's identity).
         channels_last: channels-last memory format for 4-D tensors (engine knob).
     """
 

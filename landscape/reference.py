@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from landscape.bn import bn_modules
 from landscape.geometry import ParamLayout, PlaneBasis
+from landscape.numerics import numerics
 
 
 def naive_point(
@@ -44,11 +45,12 @@ def naive_point(
         own = dict(m.named_buffers())
         for name, t in (buffers or {}).items():
             own[name].copy_(t)
-    if bn == "recompute" and bn_modules(m):
-        update_bn(DataLoader(_inputs_only(bn_train), batch_size=bn_batch_size, shuffle=False), m,
-                  device=torch.device(device))
-    m.eval()
-    return {split: _evaluate(m, ds, batch_size, device) for split, ds in splits.items()}
+    with numerics("fp32", device):  # IEEE float32, also on GPUs (no TF32)
+        if bn == "recompute" and bn_modules(m):
+            update_bn(DataLoader(_inputs_only(bn_train), batch_size=bn_batch_size, shuffle=False), m,
+                      device=torch.device(device))
+        m.eval()
+        return {split: _evaluate(m, ds, batch_size, device) for split, ds in splits.items()}
 
 
 def naive_plane(

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_model, meta
 
 from cli.main import main
@@ -17,12 +18,16 @@ from landscape import load_checkpoint, load_dataset, save_checkpoint
 METHODS = ("fge", "csgld", "swag", "kfac-laplace", "spro")
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
 @pytest.mark.slow
-def test_every_local_method_trains_a_run_that_ensemble_judges(tmp_path, capsys):
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_every_local_method_trains_a_run_that_ensemble_judges(device, tmp_path, capsys):
     pre = tmp_path / "pre.safetensors"
     save_checkpoint(make_model(0, width=8), pre, meta(width=8))
     common = ["--preset", "mnist1d", "--members", "3", "--epochs", "3", "--lr", "0.05",
-              "--cycle-epochs", "1", "--batch-size", "256", "--quiet"]
+              "--cycle-epochs", "1", "--batch-size", "256", "--device", device, "--quiet"]
     own = {"fge": [], "csgld": ["--csgld-exploration", "0.5"], "swag": ["--swag-collect", "4"],
            "kfac-laplace": ["--laplace-prior-precision", "100"], "spro": ["--spro-vertices", "3"]}
     runs = {}

@@ -10,6 +10,7 @@ from cli.main import main
 from landscape import PlaneConfig, UserError, create_model, plane, read_surface
 from landscape.engine import EvalData, GridEvaluator
 from landscape.geometry import ParamLayout
+from landscape.numerics import numerics
 
 CFG = dict(grid=3, train_subset=200, test_subset=100, engine="loop")
 
@@ -58,3 +59,37 @@ def test_cli_precision_flag_and_bad_values(three_ckpts, tmp_path, capsys):
     assert len(err) == 1 and "fp16" in err[0] and "bf16" in err[0]
     with pytest.raises(UserError, match="unknown precision"):
         PlaneConfig(precision="half")
+
+
+def test_tf32_is_fp32_arithmetic_on_a_cpu_but_its_own_identity(three_ckpts, tmp_path):
+    fp32 = plane(three_ckpts, out=tmp_path / "a.h5", config=PlaneConfig(**CFG))
+    tf32 = plane(three_ckpts, out=tmp_path / "t.h5", config=PlaneConfig(**CFG, precision="tf32"))
+    np.testing.assert_array_equal(tf32.loss("test"), fp32.loss("test"))  # TF32 exists on GPUs only
+    assert tf32.config["identity"]["precision"] == "tf32"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_numerics_sets_the_cuda_flags_and_restores_them(precision, monkeypatch):
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
+    cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = True, False, False  # PyTorch's defaults
+    try:
+        _check_numerics(precision, monkeypatch)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved
+
+
+def _check_numerics(precision, monkeypatch):
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    autocast = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocast("cpu", dtype=torch.bfloat16))
+    with numerics(precision, "cuda"):  # flags only: no CUDA device is needed to set them
+        assert cudnn.allow_tf32 is matmul.allow_tf32 is (precision == "tf32")
+        assert cudnn.benchmark is True
+        assert torch.is_autocast_cpu_enabled() is (precision == "bf16")
+    assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark) == (True, False, False)
+    with numerics(precision, "cpu"):
+        assert cudnn.allow_tf32 is True and cudnn.benchmark is False
+    with pytest.raises(ValueError, match="unknown precision"):
+        with numerics("fp16", "cpu"):
+            pass

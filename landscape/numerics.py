@@ -1,0 +1,49 @@
+"""The float arithmetic of an evaluation (``--precision``).
+
+PyTorch's CUDA default runs float32 convolutions on TF32 tensor cores (10-bit mantissa), so a
+"float32" plane on a GPU would differ from the same plane on a CPU by about 1e-4. Evaluations
+therefore say which arithmetic they use:
+
+- ``fp32``: IEEE float32 throughout (TF32 off for cuDNN convolutions and CUDA matmuls). Values
+  match the CPU and the naive reference loop to float rounding.
+- ``tf32``: TF32 tensor cores for float32 convolutions and matmuls (GPU only; on a CPU it is the
+  same arithmetic as fp32). Several times faster on Ampere and later; changes the numbers slightly.
+- ``bf16``: bfloat16 autocast (what autocast keeps in float32 stays IEEE float32).
+
+On CUDA, cuDNN's autotuner is on inside the context: the engine's shapes repeat, so the fastest
+algorithm is chosen once per shape. Every setting is restored on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def numerics(precision: str, device: torch.device | str) -> Iterator[None]:
+    """Run the enclosed evaluation with ``precision``'s arithmetic on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(_cuda_flags(tf32=precision == "tf32"))
+        if precision == "bf16":
+            stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+        yield
+
+
+@contextlib.contextmanager
+def _cuda_flags(*, tf32: bool) -> Iterator[None]:
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
+    cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = tf32, tf32, True
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved

@@ -1,0 +1,130 @@
+"""Checks that need a CUDA device (skipped without one; CI has none). They run on a lent GPU
+with ``benchmarks/gpu_check.sh``, which also runs the benchmark suite at full size there.
+
+What they pin down: the engine on the GPU gives the naive CPU loop's numbers in fp32 (so TF32 is
+really off), TF32 and bf16 stay close, uint8 images decode bit for bit, a real CUDA out-of-memory
+error makes the engine back off with unchanged numbers, and the CLI runs end to end on the GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from cli.main import main
+from landscape import create_model, read_paths, read_surface
+from landscape.data import ImageDecode
+from landscape.engine import EvalData, GridEvaluator
+from landscape.geometry import ParamLayout
+from landscape.reference import naive_point
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+def _case(width=8, n_train=256, n_test=128, px=16):
+    """A ResNet-20 with BN, random data, and three nearby weight vectors."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, width=width).eval()
+    layout = ParamLayout.of(model)
+    gen = torch.Generator().manual_seed(1)
+    train = (torch.randn(n_train, 3, px, px, generator=gen), torch.randint(0, 10, (n_train,), generator=gen))
+    test = (torch.randn(n_test, 3, px, px, generator=gen), torch.randint(0, 10, (n_test,), generator=gen))
+    w = layout.flatten(model.state_dict()).repeat(3, 1)
+    w[1:] += 0.05 * torch.randn(2, w.shape[1], generator=gen).double()
+    return model, layout, {"train": train, "test": test}, w
+
+
+def _evaluator(model, layout, splits, device=CUDA, **kw):
+    on = {s: (x.to(device), y.to(device)) for s, (x, y) in splits.items()}
+    kw = {"bn_policy": "recompute", "bn_batch_size": 32, "batch_size": 64, **kw}
+    return GridEvaluator(model, layout, EvalData(on, on["train"][0]), **kw)
+
+
+def _naive(model, splits, w, device):
+    data = {s: TensorDataset(*xy) for s, xy in splits.items()}
+    return naive_point(model, w, data, bn="recompute", bn_train=data["train"], bn_batch_size=32,
+                       batch_size=64, device=device)
+
+
+def test_fp32_on_the_gpu_gives_the_naive_cpu_loops_numbers():
+    model, layout, splits, w = _case()
+    ev = _evaluator(model, layout, splits)
+    assert ev.folded_layers > 0  # the fold check passes on the GPU (IEEE float32)
+    cudnn_default = torch.backends.cudnn.allow_tf32
+    for path in ("loop", "vmap"):
+        got = ev.evaluate(w, path=path).metrics
+        for i in range(len(w)):
+            ref = _naive(model, splits, w[i], "cpu")
+            for split in splits:
+                assert abs(got[split]["loss"][i] - ref[split]["loss"]) < 1e-5, (path, i, split)
+                assert abs(got[split]["acc"][i] - ref[split]["acc"]) <= 100 / len(splits[split][1])
+    assert torch.backends.cudnn.allow_tf32 == cudnn_default  # restored after the evaluation
+    ref_gpu = _naive(model, splits, w[1], CUDA)
+    ref_cpu = _naive(model, splits, w[1], "cpu")
+    assert abs(ref_gpu["test"]["loss"] - ref_cpu["test"]["loss"]) < 1e-5  # the reference too
+
+
+@pytest.mark.parametrize(("precision", "atol"), [("tf32", 1e-2), ("bf16", 5e-2)])
+def test_tf32_and_bf16_are_close_to_fp32(precision, atol):
+    model, layout, splits, w = _case(width=16, px=32)
+    fp32 = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    for path in ("loop", "vmap"):
+        got = _evaluator(model, layout, splits, precision=precision).evaluate(w, path=path).metrics
+        diff = np.abs(got["test"]["loss"] - fp32["test"]["loss"]).max()
+        print(f"{precision} {path}: max |dloss| = {diff:.2e}")
+        assert diff < atol
+
+
+def test_channels_last_on_the_gpu_changes_nothing_but_speed():
+    model, layout, splits, w = _case()
+    ref = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    for path in ("loop", "vmap"):
+        got = _evaluator(model, layout, splits, channels_last=True).evaluate(w, path=path).metrics
+        np.testing.assert_allclose(got["test"]["loss"], ref["test"]["loss"], atol=1e-5, rtol=0)
+
+
+def test_uint8_images_decode_on_the_gpu_bit_for_bit_as_on_the_cpu():
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    decode = ImageDecode((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+    assert torch.equal(decode(x.to(CUDA)).cpu(), decode(x))
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_a_real_cuda_out_of_memory_backs_off_with_the_same_numbers(path):
+    model, layout, splits, w = _case(width=16, n_train=256, n_test=4096, px=32)
+    ref = _evaluator(model, layout, splits, batch_size=128).evaluate(w, path=path).metrics
+    ev = _evaluator(model, layout, splits, batch_size=4096)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(CUDA).total_memory
+    cap = torch.cuda.memory_allocated() + 400 * 2**20  # 400 MiB beyond what is held now
+    torch.cuda.set_per_process_memory_fraction(cap / total)
+    try:
+        got = ev.evaluate(w, path=path).metrics
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    print(ev.backoffs)
+    assert ev.backoffs and ev.batch_size < 4096  # a real CUDA OOM happened and was handled
+    for split in splits:
+        np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(got[split]["acc"], ref[split]["acc"])
+
+
+def test_plane_and_interp_from_the_cli_on_the_gpu_match_the_cpu(three_ckpts, tmp_path, capsys):
+    common = [*map(str, three_ckpts), "--train-subset", "500", "--test-subset", "200", "--no-plots",
+              "--quiet"]
+    for device in ("cpu", "cuda"):
+        assert main(["plane", *common, "--grid", "5", "--device", device,
+                     "--out", str(tmp_path / f"plane-{device}")]) == 0, capsys.readouterr().err
+        assert main(["interp", *common, "--points", "7", "--device", device,
+                     "--out", str(tmp_path / f"interp-{device}")]) == 0, capsys.readouterr().err
+    cpu, gpu = (read_surface(tmp_path / f"plane-{d}" / "plane.h5") for d in ("cpu", "cuda"))
+    assert gpu.config["runtime"]["device"].startswith("cuda")
+    for split in ("train", "test"):
+        np.testing.assert_allclose(gpu.loss(split), cpu.loss(split), atol=1e-5, rtol=0)
+    cpu, gpu = (read_paths(tmp_path / f"interp-{d}" / "paths.h5") for d in ("cpu", "cuda"))
+    for split in ("train", "test"):
+        np.testing.assert_allclose(gpu.metrics[split]["loss"], cpu.metrics[split]["loss"], atol=1e-5, rtol=0)
