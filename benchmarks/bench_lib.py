@@ -148,6 +148,8 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
     without_bn = time_without_bn(case, layout, data, tuning, weights(engine_sample[:2]))
+    other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
+    other_path = time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
         f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
     options = time_options(case, layout, data, tuning, weights, naive_sample, engine, engine_sample)
@@ -163,6 +165,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
                    "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs},
         "engine": _timing(engine), "naive": _timing(naive),
         "engine_seconds_per_point_without_bn": without_bn,
+        "other_path": {"path": other, **_timing(other_path)},
         "ratio": engine.points_per_s / naive.points_per_s,
         "max_abs_diff": diff,
         "flops_per_point": flops,
@@ -184,9 +187,14 @@ def time_options(case, layout, data, tuning, weights, points, engine: Timing, en
                      ("bf16+cl", {"precision": "bf16", "channels_last": True})):
         if ("channels_last" in kw and not image) or (name == "tf32" and not gpu):
             continue  # channels-last is for images; TF32 exists on GPUs only
-        ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
-                           bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
-        t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
+        try:
+            ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
+                               bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
+            t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
+        except (RuntimeError, ValueError, NotImplementedError) as exc:  # report, go on
+            out[name] = {"error": str(exc).splitlines()[0][:200]}
+            log(f"{case.name}: option {name} failed: {out[name]['error']}")
+            continue
         diff = {m: max(float(np.max(np.abs(t.metrics[s][m] - engine.metrics[s][m][at]))) for s in t.metrics)
                 for m in ("loss", "acc")}
         out[name] = {"points_per_s": t.points_per_s, "speedup": t.points_per_s / engine.points_per_s,

@@ -79,7 +79,7 @@ def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "peer": dict(train=None, test=None, steps=6),
             "resnet20": (dict(train=50000, test=10000, grid=21, naive=2, engine=16, px=32, batch=1024, group=8)
                          if gpu else dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32)),
-            "resnet50": (dict(train=5000, test=1000, grid=21, naive=1, engine=8, px=224, batch=512, group=4)
+            "resnet50": (dict(train=5000, test=1000, grid=21, naive=1, engine=4, px=224, batch=512, group=4)
                          if gpu else dict(train=64, test=32, grid=21, naive=1, engine=2, px=128)),
             "scaling": dict(grids=(5, 9, 15, 21), procs=(1, 2), train=None, test=None)}
 
@@ -314,7 +314,8 @@ def table(result: dict[str, Any]) -> str:
                       f"{'of its mm':>11}"]
         lines += [f"{r['case']:<10}{n:<15}{o['points_per_s']:>9.2f}{o['speedup']:>8.2f}x"
                   f"{o['max_abs_diff']['loss']:>12.1e}{o['max_abs_diff']['acc']:>11.1e}"
-                  f"{_option_fraction(r, n, o, by_precision):>11}" for r, n, o in opts]
+                  f"{_option_fraction(r, n, o, by_precision):>11}" if "error" not in o
+                  else f"{r['case']:<10}{n:<15}failed: {o['error']}" for r, n, o in opts]
     for r in result["cases"]:
         if r["case"] == "scaling" and "skipped" not in r:
             lines += ["", "scaling (landscape plane end to end):"]
@@ -330,7 +331,9 @@ def _bn_share(case: dict[str, Any]) -> str:
     rest = case.get("engine_seconds_per_point_without_bn")
     if rest is None:
         return ""
-    return f"; BN pass {max(0.0, 1 - rest * case['engine']['points_per_s']):.0%} of the time"
+    other = case.get("other_path")
+    other = f"; {other['path']} {other['points_per_s']:.2f} pt/s" if other else ""
+    return f"; BN pass {max(0.0, 1 - rest * case['engine']['points_per_s']):.0%} of the time{other}"
 
 
 def _option_fraction(case: dict[str, Any], name: str, option: dict[str, Any], by_precision) -> str:

@@ -7,6 +7,7 @@ MNIST-1D is generated offline by the ``mnist1d`` package and cached as ``.npz`` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -286,8 +287,10 @@ class Resident:
 
 @dataclass(frozen=True)
 class ImageDecode:
-    """uint8 (B, C, H, W) -> float: ``ToTensor``'s ``/ 255`` then ``Normalize``, the same
-    operations in the same order, so the result is bit-identical to the dataset's."""
+    """uint8 (B, C, H, W) -> float, bit-identical to the dataset's ``ToTensor`` + ``Normalize``
+    on any device: each channel's 256 possible values are computed once on the CPU by those
+    very transforms, and a batch is decoded by looking them up. (Computing on a GPU would not
+    do: CUDA divides by a scalar as a multiplication by its reciprocal, one rounding off.)"""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -295,9 +298,27 @@ class ImageDecode:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8:
             return x
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-        return x.to(torch.float32).div(255).sub_(mean).div_(std)
+        table = _decode_table(self.mean, self.std, x.device)  # (len(mean), 256)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        for c in range(x.shape[1]):
+            row = table[c if len(table) > 1 else 0]
+            out[:, c] = row.index_select(0, x[:, c].flatten().int()).view(out[:, c].shape)
+        return out.contiguous(memory_format=_memory_format(x))
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_table(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Every uint8 value of every channel through ``ToTensor`` + ``Normalize``, on the CPU."""
+    from torchvision.transforms import functional as TF
+
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(len(mean), 1, 256)
+    table = TF.normalize(values.to(torch.float32).div(255), list(mean), list(std))  # as ToTensor, Normalize
+    return table.view(len(mean), 256).to(device)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def as_resident(dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256) -> Resident:

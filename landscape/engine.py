@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
-from landscape.bn import bn_modules, fixed_batches, recompute_bn_
+from landscape.bn import bn_modules, fixed_batches
 from landscape.errors import UserError
 from landscape.fold import try_fold
 from landscape.geometry import ParamLayout
@@ -94,7 +94,8 @@ class GridEvaluator:
         precision: ``fp32`` (IEEE float32, also on GPUs), ``tf32`` (TF32 tensor cores on GPUs)
             or ``bf16`` (bfloat16 autocast); the last two are faster on recent GPUs and change the
             numbers by an amount the benchmarks measure (``landscape.numerics``).
-        channels_last: keep 4-D weights and inputs in channels-last memory format (speed only).
+        channels_last: keep 4-D weights and inputs in channels-last memory format (speed only;
+            the vmap path evaluates in the standard format).
         fold_bn: on the loop path, evaluate with every convolution + BN pair fused into one
             layer (``landscape.fold``; checked against the unfused model when built).
     """
@@ -139,6 +140,10 @@ class GridEvaluator:
         with numerics("fp32", device):  # the check compares exact maths, whatever the precision
             self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
+        self._bn_layers = bn_modules(self.model)
+        self._recording = False  # BN layers' inputs are recorded by _stats_hook while True
+        for name, m in self._bn_layers:  # copied along into the vmap path's stats model
+            m.register_forward_pre_hook(self._stats_hook(name))
 
     # ------------------------------------------------------------------ public
 
@@ -172,23 +177,33 @@ class GridEvaluator:
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
-            _release_memory(self._device)
-            if self._in_bn:  # BN statistics use fixed batches: only fewer points at once help
-                self._in_bn = False
-                if len(weights) == 1:
-                    raise UserError(
-                        f"out of memory in the BN statistics pass (batches of --bn-batch-size "
-                        f"{self.bn_batch_size}) even for one point; use another device, or a smaller "
-                        "--bn-batch-size (which changes the numbers)") from exc
-                return self._split(weights, buffers, path, max_samples)
-            if self.batch_size > 1:
-                self.batch_size //= 2
-                self.backoffs.append(f"out of memory: evaluation batch halved to {self.batch_size}")
-                return self._backing_off(weights, buffers, path, max_samples)
-            if len(weights) == 1:
-                raise UserError("out of memory even with one point and a batch of one sample; "
-                                "use a smaller --train-subset/--test-subset or another device") from exc
+            split = self._back_off(len(weights), exc)
+        # Retry only here, after the except block: the exception's traceback holds the failed
+        # attempt's frames, and with them every activation it had allocated.
+        _release_memory(self._device)
+        if split:
             return self._split(weights, buffers, path, max_samples)
+        return self._backing_off(weights, buffers, path, max_samples)
+
+    def _back_off(self, points: int, exc: BaseException) -> bool:
+        """After out of memory with ``points`` points: halve the batch (False) or ask for the
+        group to be split (True); a clear error when neither is possible."""
+        in_bn, self._in_bn = self._in_bn, False
+        if in_bn:  # BN statistics use fixed batches: only fewer points at once help
+            if points == 1:
+                raise UserError(
+                    f"out of memory in the BN statistics pass (batches of --bn-batch-size "
+                    f"{self.bn_batch_size}) even for one point; use another device, or a smaller "
+                    "--bn-batch-size (which changes the numbers)") from exc
+            return True
+        if self.batch_size > 1:
+            self.batch_size //= 2
+            self.backoffs.append(f"out of memory: evaluation batch halved to {self.batch_size}")
+            return False
+        if points == 1:
+            raise UserError("out of memory even with one point and a batch of one sample; "
+                            "use a smaller --train-subset/--test-subset or another device") from exc
+        return True
 
     def _split(self, weights, buffers, path, max_samples) -> GroupResult:
         half = len(weights) // 2
@@ -278,10 +293,9 @@ class GridEvaluator:
         out = {s: {"loss": np.empty(k), "acc": np.empty(k)} for s in self.data.splits}
         for i in range(k):
             self._load(weights[i], None if buffers is None else buffers[i])
-            if self.bn_policy == "recompute":
+            if self.bn_policy == "recompute" and self._bn_layers:
                 self._in_bn = True
-                recompute_bn_(self.model, _limit(self.data.bn_inputs, max_samples),
-                              batch_size=self.bn_batch_size, transform=self.data.decode)
+                self._loop_bn_stats_(max_samples)
                 self._in_bn = False
             model = self.model if self._folded is None else self._folded.refresh()
             for split, (x, y) in self.data.splits.items():
@@ -289,7 +303,40 @@ class GridEvaluator:
                 out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
         return GroupResult(out)
 
+    def _loop_bn_stats_(self, max_samples) -> None:
+        """Recompute the model's BN statistics in place: the averages ``recompute_bn_`` (and
+        ``update_bn``) take over the same fixed batches, but summed on the device. BN's own
+        cumulative average (momentum None) reads ``num_batches_tracked`` back to the host in
+        every layer on every batch, which on a GPU stalls the queue dozens of times a batch."""
+        sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        calls: dict[str, int] = {}
+        for _, m in self._bn_layers:  # normalise with batch statistics, update nothing
+            m.train()
+            m.track_running_stats = False
+        self._recording = True
+        try:
+            for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
+                self._records.clear()
+                self._calls.clear()
+                self.model(self.data.batch(xb))
+                for name, (mean, var) in self._records.items():
+                    prev = sums.get(name)
+                    sums[name] = (mean, var) if prev is None else (prev[0] + mean, prev[1] + var)
+                    calls[name] = calls.get(name, 0) + self._calls[name]
+        finally:
+            self._recording = False
+            for _, m in self._bn_layers:
+                m.track_running_stats = True
+                m.eval()
+        for name, m in self._bn_layers:
+            m.reset_running_stats()  # a layer the forward never used keeps reset statistics
+            if name in calls:
+                m.running_mean.copy_(sums[name][0] / calls[name])
+                m.running_var.copy_(sums[name][1] / calls[name])
+                m.num_batches_tracked.fill_(calls[name])
+
     def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None) -> None:
+        w = w.to(self._device, torch.float32)  # one copy to the device, then copies on it
         for name, t in self.layout.unflatten(w).items():
             self._params[name].copy_(t)
         for name, t in (buffers or {}).items():
@@ -315,7 +362,7 @@ class GridEvaluator:
         fn = vmap(one, in_dims=(0, 0, None))
         out = {}
         for split, (x, y) in self.data.splits.items():
-            loss, acc = self._eval_split(lambda xb: fn(params, bufs, xb), x, y, max_samples,
+            loss, acc = self._eval_split(lambda xb: fn(params, bufs, _standard(xb)), x, y, max_samples,
                                          k=len(weights))
             out[split] = {"loss": loss, "acc": acc}
         return GroupResult(out)
@@ -337,12 +384,15 @@ class GridEvaluator:
         fn = vmap(one, in_dims=(0, None))
         sums: list[torch.Tensor] | None = None
         calls: dict[str, int] = {}
-        for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples),
-                                self.bn_batch_size):
-            stats = fn(params, self.data.batch(xb))
-            sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
-            for name in self.bn_names:  # recorded on the last call of `one`
-                calls[name] = calls.get(name, 0) + self._calls.get(name, 0)
+        self._recording = True
+        try:
+            for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
+                stats = fn(params, _standard(self.data.batch(xb)))
+                sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
+                for name in self.bn_names:  # recorded on the last call of `one`
+                    calls[name] = calls.get(name, 0) + self._calls.get(name, 0)
+        finally:
+            self._recording = False
         k = len(next(iter(params.values())))
         out = {}
         for j, name in enumerate(self.bn_names):
@@ -362,17 +412,18 @@ class GridEvaluator:
             layers = dict(bn_modules(model))
             replace_all_batch_norm_modules_(model)  # BN normalises with batch statistics
             model.eval()
-            for name, m in layers.items():
+            for m in layers.values():  # _stats_hook came along with the copy
                 m.train()
-                m.register_forward_pre_hook(self._stats_hook(name))
             self._stats_model = model
         return self._stats_model
 
     def _stats_hook(self, name: str):
         def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if not self._recording:
+                return
             x = args[0].float()  # statistics in fp32, also under bf16 autocast
             dims = [0, *range(2, x.dim())]  # every dim but channels
-            mean, var = x.mean(dims), x.var(dims, unbiased=True)
+            var, mean = torch.var_mean(x, dims, correction=1)
             if name in self._records:  # the layer runs again in the same forward
                 prev_mean, prev_var = self._records[name]
                 mean, var = prev_mean + mean, prev_var + var
@@ -416,6 +467,12 @@ class GridEvaluator:
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _standard(x: torch.Tensor) -> torch.Tensor:
+    """Inputs of the vmap path in the standard memory format: inside vmap, CUDA batch norm
+    cannot query a channels-last layout (channels-last speeds up the loop path only)."""
+    return x.contiguous()
 
 
 def _is_oom(exc: BaseException) -> bool:

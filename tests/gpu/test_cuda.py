@@ -17,6 +17,7 @@ from landscape import create_model, read_paths, read_surface
 from landscape.data import ImageDecode
 from landscape.engine import EvalData, GridEvaluator
 from landscape.geometry import ParamLayout
+from landscape.numerics import numerics
 from landscape.reference import naive_point
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -128,3 +129,20 @@ def test_plane_and_interp_from_the_cli_on_the_gpu_match_the_cpu(three_ckpts, tmp
     cpu, gpu = (read_paths(tmp_path / f"interp-{d}" / "paths.h5") for d in ("cpu", "cuda"))
     for split in ("train", "test"):
         np.testing.assert_allclose(gpu.metrics[split]["loss"], cpu.metrics[split]["loss"], atol=1e-5, rtol=0)
+
+
+def test_the_loop_paths_bn_pass_never_waits_for_the_gpu():
+    """BN's own cumulative average reads a counter back to the host in every layer on every
+    batch; the engine's BN pass must queue its work without one synchronisation."""
+    model, layout, splits, w = _case()
+    ev = _evaluator(model, layout, splits)
+    ev._load(w[0], None)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with numerics("fp32", CUDA):
+            ev._loop_bn_stats_(None)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    layer = ev._bn_layers[0][1]
+    assert int(layer.num_batches_tracked) == len(splits["train"][1]) // 32

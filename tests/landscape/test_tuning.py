@@ -159,7 +159,7 @@ def test_out_of_memory_in_the_bn_pass_of_one_point_names_the_bn_batch_size(setup
     def fails(*args, **kwargs):
         raise OutOfMemoryError("out of memory (simulated)")
 
-    monkeypatch.setattr(engine_mod, "recompute_bn_", fails)
+    monkeypatch.setattr(engine_mod.GridEvaluator, "_loop_bn_stats_", fails)
     ev = _evaluator(setup, batch_size=64)
     with pytest.raises(UserError, match="BN statistics pass .*--bn-batch-size 32"):
         ev.evaluate(setup[2][:1], path="loop")
