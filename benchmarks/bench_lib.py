@@ -97,6 +97,8 @@ class PlaneCase:
     group_size: int = 8
     device: str = "cpu"
     seed: int = 0
+    options: tuple[str, ...] | None = None  # engine options to time (None: all that apply)
+    other_path: bool = True  # also time the path the tuner did not choose
     notes: list[str] = field(default_factory=list)
 
 
@@ -126,6 +128,13 @@ def sample_points(grid: int, n: int, *, seed: int) -> list[tuple[int, int]]:
     return [(int(k) // grid, int(k) % grid) for k in np.sort(flat)]
 
 
+def engine_points(naive: list, others: list, n: int, group: int) -> list:
+    """The engine's timed points: the naive loop's, then others, in whole groups (about ``n``
+    points), so every timed group has the shape the warm-up compiled and benchmarked."""
+    count = max(group, -(-max(n, len(naive)) // group) * group)
+    return naive + others[: count - len(naive)]
+
+
 def measure(case: PlaneCase) -> dict[str, Any]:
     """Engine (tuned as ``landscape plane --engine auto``) and naive loop on the same points."""
     device = torch.device(case.device)
@@ -139,20 +148,22 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         return basis.points(torch.tensor([[x[i], y[j]] for j, i in points], dtype=torch.float64))
 
     naive_sample = sample_points(case.grid, case.naive_points, seed=case.seed)
-    engine_sample = sorted(set(naive_sample) | set(sample_points(case.grid, case.engine_points,
-                                                                 seed=case.seed + 1)))
+    order = np.random.default_rng(case.seed + 1).permutation(case.grid**2)  # the other points, seeded
+    others = [p for k in order if (p := (int(k) // case.grid, int(k) % case.grid)) not in naive_sample]
     start = time.perf_counter()
-    tuning = evaluator.tune(weights(engine_sample[: case.group_size]),
+    tuning = evaluator.tune(weights(others[: case.group_size]),
                             group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
     tune_seconds = time.perf_counter() - start
+    engine_sample = engine_points(naive_sample, others, case.engine_points, tuning.group_size)
     engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
     without_bn = time_without_bn(case, layout, data, tuning, weights(engine_sample[:2]))
     other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
-    other_path = time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
+    other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
+                  if case.other_path else None)
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
         f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
-    options = time_options(case, layout, data, tuning, weights, naive_sample, engine, engine_sample)
+    options = time_options(case, layout, data, tuning, weights, engine, engine_sample)
     at = [engine_sample.index(p) for p in naive_sample]
     diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
                    for s in naive.metrics) for m in ("loss", "acc")}
@@ -165,7 +176,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
                    "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs},
         "engine": _timing(engine), "naive": _timing(naive),
         "engine_seconds_per_point_without_bn": without_bn,
-        "other_path": {"path": other, **_timing(other_path)},
+        "other_path": None if other_path is None else {"path": other, **_timing(other_path)},
         "ratio": engine.points_per_s / naive.points_per_s,
         "max_abs_diff": diff,
         "flops_per_point": flops,
@@ -175,10 +186,12 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     }
 
 
-def time_options(case, layout, data, tuning, weights, points, engine: Timing, engine_sample) -> dict:
-    """The engine with bf16 autocast and (for image models) channels-last, on the naive loop's
-    points: points per second, speed-up over fp32, and the largest difference from fp32."""
-    at = [engine_sample.index(p) for p in points]
+def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sample) -> dict:
+    """The engine with TF32 (GPU), bf16 autocast and (for image models) channels-last, on the
+    first group of the engine's points: points per second, speed-up over fp32, and the largest
+    difference from fp32."""
+    points = engine_sample[: tuning.group_size]
+    at = list(range(len(points)))
     image = data.splits["test"][0].dim() == 4
     gpu = data.splits["test"][0].device.type == "cuda"
     out = {}
@@ -187,6 +200,8 @@ def time_options(case, layout, data, tuning, weights, points, engine: Timing, en
                      ("bf16+cl", {"precision": "bf16", "channels_last": True})):
         if ("channels_last" in kw and not image) or (name == "tf32" and not gpu):
             continue  # channels-last is for images; TF32 exists on GPUs only
+        if case.options is not None and name not in case.options:
+            continue
         try:
             ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
                                bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
@@ -219,14 +234,15 @@ def time_interleaved(case, evaluator, weights, engine_points, naive_points, tuni
     """Engine and naive loop timed in alternating rounds (a share of the engine's points, then
     one naive point), so that both see the same machine: the speed of a shared or virtual CPU
     drifts by up to 2x over minutes, which would otherwise decide the ratio."""
-    rounds = len(naive_points)
-    chunks = [engine_points[r::rounds] for r in range(rounds)]
+    rounds, group = len(naive_points), tuning.group_size
+    groups = [engine_points[g : g + group] for g in range(0, len(engine_points), group)]
+    chunks = [[p for grp in groups[r::rounds] for p in grp] for r in range(rounds)]  # whole groups
     engine_parts, naive_parts = [], []
-    time_engine(evaluator, weights, engine_points[:1], tuning.path, tuning.group_size)  # warm-up
+    time_engine(evaluator, weights, engine_points[:group], tuning.path, group)  # warm-up
     time_naive(case, weights, naive_points[:1], device)  # warm-up
     for r in range(rounds):
-        engine_parts.append(time_engine(evaluator, weights, chunks[r], tuning.path, tuning.group_size,
-                                        warm_up=False))
+        if chunks[r]:  # fewer groups than naive points: some rounds time the naive loop alone
+            engine_parts.append(time_engine(evaluator, weights, chunks[r], tuning.path, group, warm_up=False))
         naive_parts.append(time_naive(case, weights, naive_points[r : r + 1], device, warm_up=False))
     return _join(engine_parts, [p for c in chunks for p in c], engine_points), _join(naive_parts)
 
@@ -243,8 +259,8 @@ def _join(parts: list[Timing], order=None, target=None) -> Timing:
 
 def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int, *,
                 warm_up: bool = True) -> Timing:
-    if warm_up:
-        evaluator.evaluate(weights(points[:1]), path=path)
+    if warm_up:  # a whole group: the shapes the timed groups have
+        evaluator.evaluate(weights(points[:group]), path=path)
     sync(evaluator)
     parts, start = [], time.perf_counter()
     for g in range(0, len(points), group):

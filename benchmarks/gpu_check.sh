@@ -21,9 +21,8 @@ fi
   nproc
 } 2>&1 | tee "$OUT/env.txt"
 
-timeout "${TESTS_TIMEOUT:-200}" $PY -m pytest -q -p no:cacheprovider -rA tests/gpu \
-  "tests/ensembles/test_local_methods_e2e.py::test_every_local_method_trains_a_run_that_ensemble_judges[cuda]" \
-  2>&1 | tee "$OUT/gpu-tests.log"
+TESTS=${GPU_TESTS:-"tests/gpu tests/ensembles/test_local_methods_e2e.py::test_every_local_method_trains_a_run_that_ensemble_judges[cuda]"}
+timeout "${TESTS_TIMEOUT:-200}" $PY -m pytest -q -p no:cacheprovider -rA $TESTS 2>&1 | tee "$OUT/gpu-tests.log"
 
 timeout "${BENCH_TIMEOUT:-360}" $PY benchmarks/suite.py --device cuda --cases ${CASES:-resnet20 resnet50} \
   --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"

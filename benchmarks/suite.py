@@ -66,6 +66,10 @@ CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 # ----------------------------------------------------------------------------- sizes
 
 
+# On a GPU the naive loop takes 10 s or more a point, so the extras are trimmed to what matters.
+GPU_EXTRAS = dict(options=("tf32", "bf16+cl"), other_path=False)
+
+
 def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Per-case sizes: full on GPU, reduced on CPU, tiny under --smoke."""
     gpu = torch.device(args.device).type == "cuda"
@@ -77,10 +81,10 @@ def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 "scaling": dict(grids=(3, 5), procs=(1, 2), train=100, test=50)}
     return {"demo": dict(train=None, test=None, grid=21, naive=8, engine=48),
             "peer": dict(train=None, test=None, steps=6),
-            "resnet20": (dict(train=50000, test=10000, grid=21, naive=2, engine=16, px=32, batch=1024, group=8)
-                         if gpu else dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32)),
-            "resnet50": (dict(train=5000, test=1000, grid=21, naive=1, engine=4, px=224, batch=512, group=4)
-                         if gpu else dict(train=64, test=32, grid=21, naive=1, engine=2, px=128)),
+            "resnet20": (dict(train=50000, test=10000, grid=21, naive=1, engine=16, px=32, batch=1024, group=8,
+                              **GPU_EXTRAS) if gpu else dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32)),
+            "resnet50": (dict(train=5000, test=1000, grid=21, naive=1, engine=4, px=224, batch=512, group=4,
+                              **GPU_EXTRAS) if gpu else dict(train=64, test=32, grid=21, naive=1, engine=2, px=128)),
             "scaling": dict(grids=(5, 9, 15, 21), procs=(1, 2), train=None, test=None)}
 
 
@@ -159,6 +163,7 @@ def case_image(name, arch, classes, args, size, tmp, **kw) -> dict[str, Any]:
     case = PlaneCase(name, models, train, test, grid=size["grid"], naive_points=size["naive"],
                      engine_points=size["engine"], batch_size=size.get("batch", 256),
                      group_size=size.get("group", 8), device=args.device,
+                     options=size.get("options"), other_path=size.get("other_path", True),
                      notes=[f"{arch}, random weights, synthetic {size['px']} px uint8 images"])
     return measure(case)
 

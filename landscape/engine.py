@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from landscape.bn import bn_modules, fixed_batches
+from landscape.cuda_graph import GraphedStep
 from landscape.errors import UserError
 from landscape.fold import try_fold
 from landscape.geometry import ParamLayout
@@ -98,6 +99,8 @@ class GridEvaluator:
             the vmap path evaluates in the standard format).
         fold_bn: on the loop path, evaluate with every convolution + BN pair fused into one
             layer (``landscape.fold``; checked against the unfused model when built).
+        cuda_graphs: on CUDA, replay the loop path's BN statistics forward as a CUDA graph
+            (fp32 and tf32; the same kernels, so the same numbers).
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class GridEvaluator:
         precision: str = "fp32",
         channels_last: bool = False,
         fold_bn: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
@@ -142,6 +146,11 @@ class GridEvaluator:
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
         self._bn_layers = bn_modules(self.model)
         self._recording = False  # BN layers' inputs are recorded by _stats_hook while True
+        self.cuda_graphs = cuda_graphs
+        self._graph: GraphedStep | bool | None = None  # the BN step's CUDA graph; False: none
+        self._graph_calls: dict[str, int] = {}
+        self._bn_acc: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.graph_note = ""
         for name, m in self._bn_layers:  # copied along into the vmap path's stats model
             m.register_forward_pre_hook(self._stats_hook(name))
 
@@ -158,7 +167,8 @@ class GridEvaluator:
         """Metrics for K points given as (K, P) weight vectors.
 
         ``buffers`` (one BN-buffer dict per point) is required unless the policy is recompute.
-        ``max_samples`` truncates every pass to its first samples (used only for timing).
+        ``max_samples`` cuts the longest pass to its first samples and every other to the same
+        fraction (used only for timing).
         """
         if path not in ("loop", "vmap"):
             raise UserError(f"unknown engine path {path!r}; expected loop or vmap")
@@ -307,22 +317,14 @@ class GridEvaluator:
         """Recompute the model's BN statistics in place: the averages ``recompute_bn_`` (and
         ``update_bn``) take over the same fixed batches, but summed on the device. BN's own
         cumulative average (momentum None) reads ``num_batches_tracked`` back to the host in
-        every layer on every batch, which on a GPU stalls the queue dozens of times a batch."""
-        sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        calls: dict[str, int] = {}
+        every layer on every batch, which on a GPU stalls the queue dozens of times a batch.
+        On CUDA the per-batch forward is replayed as a CUDA graph (``landscape.cuda_graph``)."""
         for _, m in self._bn_layers:  # normalise with batch statistics, update nothing
             m.train()
             m.track_running_stats = False
         self._recording = True
         try:
-            for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
-                self._records.clear()
-                self._calls.clear()
-                self.model(self.data.batch(xb))
-                for name, (mean, var) in self._records.items():
-                    prev = sums.get(name)
-                    sums[name] = (mean, var) if prev is None else (prev[0] + mean, prev[1] + var)
-                    calls[name] = calls.get(name, 0) + self._calls[name]
+            acc, calls = self._bn_sums(self._limit(self.data.bn_inputs, max_samples))
         finally:
             self._recording = False
             for _, m in self._bn_layers:
@@ -330,10 +332,70 @@ class GridEvaluator:
                 m.eval()
         for name, m in self._bn_layers:
             m.reset_running_stats()  # a layer the forward never used keeps reset statistics
-            if name in calls:
-                m.running_mean.copy_(sums[name][0] / calls[name])
-                m.running_var.copy_(sums[name][1] / calls[name])
+            if calls.get(name):
+                m.running_mean.copy_(acc[name][0] / calls[name])
+                m.running_var.copy_(acc[name][1] / calls[name])
                 m.num_batches_tracked.fill_(calls[name])
+
+    def _bn_sums(self, inputs: torch.Tensor) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int]]:
+        """Each BN layer's sums of batch means and variances over the fixed batches, and how
+        often it ran. Full batches go through the CUDA graph when there is one."""
+        acc = self._accumulators()
+        calls: dict[str, int] = {}
+        step = self._bn_step(acc)
+        full = len(inputs) // self.bn_batch_size * self.bn_batch_size
+        graph = self._bn_graph(step, inputs[: self.bn_batch_size], acc) if full else None
+        for t in (t for pair in acc.values() for t in pair):
+            t.zero_()
+        for start in range(0, len(inputs), self.bn_batch_size):
+            xb = inputs[start : start + self.bn_batch_size]
+            if graph is not None and start < full:
+                graph(xb)
+                counts = self._graph_calls
+            else:
+                step(xb)
+                counts = self._calls
+            for name, c in counts.items():
+                calls[name] = calls.get(name, 0) + c
+        return acc, calls
+
+    def _accumulators(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if self._bn_acc is None:
+            self._bn_acc = {name: (torch.zeros(m.num_features, device=self._device),
+                                   torch.zeros(m.num_features, device=self._device))
+                            for name, m in self._bn_layers}
+        return self._bn_acc
+
+    def _bn_step(self, acc):
+        """One fixed batch of the BN pass: a forward whose BN inputs ``_stats_hook`` records,
+        added to the accumulators."""
+        def step(xb: torch.Tensor) -> None:
+            self._records.clear()
+            self._calls.clear()
+            self.model(self.data.batch(xb))
+            for name, (mean, var) in self._records.items():
+                acc[name][0].add_(mean)
+                acc[name][1].add_(var)
+
+        return step
+
+    def _bn_graph(self, step, example: torch.Tensor, acc) -> GraphedStep | None:
+        """The BN step as a CUDA graph, captured once and checked against the eager step on
+        one batch (None off CUDA, under bf16 autocast, or when capture or check fails: then
+        every batch runs eagerly, with the same numbers)."""
+        if not (self.cuda_graphs and self._device.type == "cuda" and self.precision != "bf16"):
+            return None
+        if self._graph is None:
+            try:
+                graph = GraphedStep(step, example)
+                self._graph_calls = dict(self._calls)  # what one forward records
+                self._graph = graph if _same_sums(graph, step, example, acc) else False
+                if not self._graph:
+                    self.graph_note = "CUDA graph not used: its BN sums differ from the eager step's"
+            except RuntimeError as exc:
+                self._graph = False
+                self.graph_note = f"CUDA graph not used: {str(exc).splitlines()[0][:160]}"
+        return self._graph or None
 
     def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None) -> None:
         w = w.to(self._device, torch.float32)  # one copy to the device, then copies on it
@@ -386,7 +448,7 @@ class GridEvaluator:
         calls: dict[str, int] = {}
         self._recording = True
         try:
-            for xb in fixed_batches(_limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
+            for xb in fixed_batches(self._limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
                 stats = fn(params, _standard(self.data.batch(xb)))
                 sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
                 for name in self.bn_names:  # recorded on the last call of `one`
@@ -434,6 +496,16 @@ class GridEvaluator:
 
     # ------------------------------------------------------------------ shared
 
+    def _limit(self, x: torch.Tensor, max_samples: int | None) -> torch.Tensor:
+        """The first samples of a pass, for timing: the longest pass (BN inputs or split) is cut
+        to ``max_samples`` and every other to the same fraction, so that a timed slice weighs
+        the passes as the full evaluation does."""
+        if max_samples is None:
+            return x
+        longest = max([len(x) for x, _ in self.data.splits.values()] +
+                      [0 if self.data.bn_inputs is None else len(self.data.bn_inputs)])
+        return x[: max(2, -(-len(x) * max_samples // longest))]
+
     @property
     def _device(self) -> torch.device:
         return next(iter(self.data.splits.values()))[0].device
@@ -453,7 +525,7 @@ class GridEvaluator:
         loss_sum = torch.zeros(kk, dtype=torch.float64, device=x.device)
         correct = torch.zeros(kk, dtype=torch.long, device=x.device)
         n = 0
-        for start in _starts(len(x), self.batch_size, max_samples):
+        for start in range(0, len(self._limit(x, max_samples)), self.batch_size):
             xb, yb = self.data.batch(x[start : start + self.batch_size]), y[start : start + self.batch_size]
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
@@ -467,6 +539,17 @@ class GridEvaluator:
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _same_sums(graph: GraphedStep, step, x: torch.Tensor, acc) -> bool:
+    """Whether one replay of ``graph`` adds what one eager ``step`` adds to ``acc``."""
+    results = []
+    for run in (graph, step):
+        for t in (t for pair in acc.values() for t in pair):
+            t.zero_()
+        run(x)
+        results.append([t.clone() for pair in acc.values() for t in pair])
+    return all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
 
 
 def _standard(x: torch.Tensor) -> torch.Tensor:
@@ -490,12 +573,3 @@ def _release_memory(device: torch.device) -> None:
 
 def _head(buffers, n):
     return None if buffers is None else list(buffers[:n])
-
-
-def _starts(length: int, batch_size: int, max_samples: int | None) -> range:
-    stop = length if max_samples is None else min(length, max_samples)
-    return range(0, stop, batch_size)
-
-
-def _limit(x: torch.Tensor | None, max_samples: int | None) -> torch.Tensor:
-    return x if max_samples is None else x[: max(max_samples, 2)]

@@ -137,6 +137,9 @@ def test_the_loop_paths_bn_pass_never_waits_for_the_gpu():
     model, layout, splits, w = _case()
     ev = _evaluator(model, layout, splits)
     ev._load(w[0], None)
+    with numerics("fp32", CUDA):
+        ev._loop_bn_stats_(None)  # the first pass captures the CUDA graph
+    assert ev._graph, ev.graph_note
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -146,3 +149,22 @@ def test_the_loop_paths_bn_pass_never_waits_for_the_gpu():
         torch.cuda.set_sync_debug_mode(0)
     layer = ev._bn_layers[0][1]
     assert int(layer.num_batches_tracked) == len(splits["train"][1]) // 32
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_the_cuda_graph_bn_pass_gives_the_eager_numbers(decode):
+    model, layout, splits, w = _case(n_train=300)  # 9 full batches of 32 and a short one
+    if decode:  # uint8 images decoded inside the graph
+        gen = torch.Generator().manual_seed(3)
+        splits = {s: (torch.randint(0, 256, x.shape, generator=gen, dtype=torch.uint8), y)
+                  for s, (x, y) in splits.items()}
+    on = {s: (x.to(CUDA), y.to(CUDA)) for s, (x, y) in splits.items()}
+    data = EvalData(on, on["train"][0], ImageDecode((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)) if decode else None)
+    results = {}
+    for graphs in (False, True):
+        ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=32, batch_size=64,
+                           cuda_graphs=graphs)
+        results[graphs] = ev.evaluate(w, path="loop").metrics
+        assert bool(ev._graph) is graphs, ev.graph_note
+    for split in splits:
+        np.testing.assert_allclose(results[True][split]["loss"], results[False][split]["loss"], atol=1e-6, rtol=0)
