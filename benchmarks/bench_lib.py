@@ -293,8 +293,12 @@ def time_naive(case: PlaneCase, weights, points, device: torch.device, *, warm_u
 def flops_per_point(evaluator: GridEvaluator, w: torch.Tensor) -> float:
     """Forward FLOPs of one point (BN recompute pass and the evaluation passes), as counted
     by ``torch.utils.flop_counter`` (convolutions and matrix products)."""
-    with FlopCounterMode(display=False) as counter:
-        evaluator.evaluate(w, path="loop")
+    graphs, evaluator.cuda_graphs = evaluator.cuda_graphs, False  # a graph replay is not counted
+    try:
+        with FlopCounterMode(display=False) as counter:
+            evaluator.evaluate(w, path="loop")
+    finally:
+        evaluator.cuda_graphs = graphs
     return float(counter.get_total_flops())
 
 

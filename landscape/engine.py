@@ -18,6 +18,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,6 +140,7 @@ class GridEvaluator:
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
         self.backoffs: list[str] = []
+        self.max_group: int | None = None  # set when a group had to be split for memory
         self._in_bn = False  # inside a BN statistics pass (for the out-of-memory back-off)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         with numerics("fp32", device):  # the check compares exact maths, whatever the precision
@@ -174,6 +176,11 @@ class GridEvaluator:
             raise UserError(f"unknown engine path {path!r}; expected loop or vmap")
         if self.bn_policy != "recompute" and self.bn_names and buffers is None:
             raise UserError(f"BN policy {self.bn_policy!r} needs per-point buffers")
+        if self.max_group and len(weights) > self.max_group:  # an earlier group ran out of memory
+            k = self.max_group
+            parts = [self.evaluate(weights[i : i + k], None if buffers is None else list(buffers[i : i + k]),
+                                   path=path, max_samples=max_samples) for i in range(0, len(weights), k)]
+            return _concat(parts)
         with torch.no_grad():
             return self._backing_off(weights, buffers, path, max_samples)
 
@@ -216,13 +223,22 @@ class GridEvaluator:
         return True
 
     def _split(self, weights, buffers, path, max_samples) -> GroupResult:
+        """Evaluate the group in two halves; later groups are cut to that size from the start."""
         half = len(weights) // 2
-        self.backoffs.append(f"out of memory: group of {len(weights)} points split in two")
+        self.max_group = min(self.max_group or half, half)
+        self.backoffs.append(f"out of memory: group of {len(weights)} points split in two "
+                             f"(groups of at most {self.max_group} from now on)")
         first = self._backing_off(weights[:half], _head(buffers, half), path, max_samples)
         rest = self._backing_off(weights[half:], None if buffers is None else list(buffers[half:]),
                                  path, max_samples)
-        return GroupResult({s: {m: np.concatenate([first.metrics[s][m], rest.metrics[s][m]])
-                                for m in first.metrics[s]} for s in first.metrics})
+        return _concat([first, rest])
+
+    def tuning_key(self) -> dict[str, Any]:
+        """What a recorded tuning depends on: a resumed run reuses it only when this matches."""
+        device = self._device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        return {"device": f"{device.type} ({name})", "precision": self.precision,
+                "channels_last": self.channels_last, "bn_batch_size": self.bn_batch_size}
 
     def tune(
         self,
@@ -539,6 +555,12 @@ class GridEvaluator:
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _concat(parts: Sequence[GroupResult]) -> GroupResult:
+    first = parts[0].metrics
+    return GroupResult({s: {m: np.concatenate([p.metrics[s][m] for p in parts]) for m in first[s]}
+                        for s in first})
 
 
 def _same_sums(graph: GraphedStep, step, x: torch.Tensor, acc) -> bool:

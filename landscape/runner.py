@@ -75,7 +75,7 @@ def evaluate_grid(
             return w, (None if buffers is None else [buffers(ix) for ix in g])
 
         first = list(todo[:group_size])
-        path, evaluator.batch_size, group_size = _shared(
+        path, evaluator.batch_size, group_size, evaluator.max_group = _shared(
             group, lambda: _tune(store, evaluator, engine, group_size, tune_group, *inputs(first)))
         groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
         if group.world_size == 1:
@@ -110,9 +110,11 @@ def _prepare(open_store, parts: Path, group: Group):
 
 
 def _run_alone(store, evaluator, groups, inputs, path, total, n_todo, desc) -> None:
+    seen = 0
     with progress(total=total, initial=total - n_todo, desc=desc, unit="pt") as bar:
         for g in groups:
             store.write(g, evaluator.evaluate(*inputs(g), path=path).metrics)
+            seen = _record_backoffs(store, evaluator, seen)
             bar.update(len(g))
 
 
@@ -121,6 +123,7 @@ def _run_shared(store, evaluator, groups, inputs, path, total, n_todo, desc, par
     group.barrier()  # claims are cleared before anyone claims
     bar = progress(total=total, initial=total - n_todo, desc=desc, unit="pt") \
         if group.is_main else None
+    seen = 0  # back-offs of the main process only: each process has its own evaluator
     for k, g in enumerate(groups):
         if not _claim(parts / "claims" / str(k)):
             continue
@@ -128,6 +131,7 @@ def _run_shared(store, evaluator, groups, inputs, path, total, n_todo, desc, par
         _write_part(parts / f"part-{k}.npz", g, metrics)
         if store is not None:
             bar.update(_merge_parts(store, parts))
+            seen = _record_backoffs(store, evaluator, seen)
     group.barrier()
     if store is not None:
         bar.update(_merge_parts(store, parts))
@@ -196,20 +200,43 @@ def _broadcast(group: Group, value):
 
 
 def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: int,
-          tune_group: bool, w, bufs) -> tuple[str, int, int]:
-    """(path, batch size, group size): the user's, a resumed run's, or measured now."""
+          tune_group: bool, w, bufs) -> tuple[str, int, int, int | None]:
+    """(path, batch size, group size, largest group after out-of-memory back-offs): the
+    user's, a resumed run's, or measured now."""
+    previous = store.config["runtime"].get("engine") or {}
     if engine != "auto":
-        store.set_runtime("engine", {"path": engine, "batch_size": evaluator.batch_size,
-                                     "group_size": group_size, "chosen_by": "user"})
-        return engine, evaluator.batch_size, group_size
-    previous = store.config["runtime"].get("engine")
-    if previous and previous.get("chosen_by") == "measured" and "batch_size" in previous:
-        return previous["path"], previous["batch_size"], previous["group_size"]  # resumed run
+        same = previous.get("chosen_by") == "user" and previous.get("tuned_for") == evaluator.tuning_key() \
+            and previous.get("path") == engine and previous.get("batch_size") == evaluator.batch_size
+        if not same:
+            store.set_runtime("engine", {"path": engine, "batch_size": evaluator.batch_size,
+                                         "group_size": group_size, "chosen_by": "user",
+                                         "tuned_for": evaluator.tuning_key()})
+            previous = {}
+        return (engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
+                previous.get("max_group"))
+    key = evaluator.tuning_key()
+    if previous.get("chosen_by") == "measured" and previous.get("tuned_for") == key:  # resumed run
+        return (previous["path"], previous.get("batch_size_after_backoff", previous["batch_size"]),
+                previous["group_size"], previous.get("max_group"))  # with what its back-offs learnt
     groups = (max(1, group_size // 2), group_size, 2 * group_size) if tune_group else ()
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
+    note = tuning.note
+    if previous.get("chosen_by") == "measured":
+        note = f"measured again: the earlier run was tuned for {previous.get('tuned_for')}. {note}".strip()
     store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
                                  "group_size": tuning.group_size, "chosen_by": "measured",
-                                 "bn_folded_layers": evaluator.folded_layers,
-                                 "seconds_per_point": tuning.seconds_per_point,
-                                 "note": tuning.note})
-    return tuning.path, tuning.batch_size, tuning.group_size
+                                 "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
+                                 "seconds_per_point": tuning.seconds_per_point, "note": note})
+    return tuning.path, tuning.batch_size, tuning.group_size, None
+
+
+def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: int) -> int:
+    """Write the evaluator's out-of-memory back-offs into the file's engine record as they
+    happen, with the batch and group sizes they led to (a resumed run starts from those)."""
+    if store is None or len(evaluator.backoffs) == seen:
+        return seen
+    engine = dict(store.config["runtime"].get("engine") or {})
+    engine.update(backoffs=list(evaluator.backoffs), batch_size_after_backoff=evaluator.batch_size,
+                  max_group=evaluator.max_group)
+    store.set_runtime("engine", engine)
+    return len(evaluator.backoffs)

@@ -109,8 +109,14 @@ def test_out_of_memory_with_a_batch_of_one_splits_the_group(setup, monkeypatch):
     got = ev.evaluate(weights, path="vmap")
     _assert_same(got, expected)
     assert ev.batch_size == 1
-    assert ev.backoffs.count("out of memory: group of 4 points split in two") == 1
-    assert ev.backoffs.count("out of memory: group of 2 points split in two") == 2
+    splits = [b for b in ev.backoffs if "split" in b]
+    assert splits == ["out of memory: group of 4 points split in two (groups of at most 2 from now on)",
+                      "out of memory: group of 2 points split in two (groups of at most 1 from now on)",
+                      "out of memory: group of 2 points split in two (groups of at most 1 from now on)"]
+    assert ev.max_group == 1
+    before = list(ev.backoffs)
+    _assert_same(ev.evaluate(weights, path="vmap"), expected)  # the next group starts small
+    assert ev.backoffs == before
 
 
 def test_out_of_memory_at_the_smallest_setting_is_a_clear_error(setup, monkeypatch):
@@ -150,7 +156,7 @@ def test_out_of_memory_in_the_bn_pass_splits_the_group_and_keeps_the_batch(setup
     monkeypatch.setattr(ev, "_vmap_bn_stats", stats)
     _assert_same(ev.evaluate(weights, path="vmap"), expected)
     assert ev.batch_size == 64  # halving the evaluation batch cannot help the BN pass
-    assert ev.backoffs[0] == "out of memory: group of 4 points split in two" and len(ev.backoffs) == 3
+    assert ev.backoffs[0].startswith("out of memory: group of 4 points split in two") and len(ev.backoffs) == 3
 
 
 def test_out_of_memory_in_the_bn_pass_of_one_point_names_the_bn_batch_size(setup, monkeypatch):
@@ -163,3 +169,57 @@ def test_out_of_memory_in_the_bn_pass_of_one_point_names_the_bn_batch_size(setup
     ev = _evaluator(setup, batch_size=64)
     with pytest.raises(UserError, match="BN statistics pass .*--bn-batch-size 32"):
         ev.evaluate(setup[2][:1], path="loop")
+
+
+class _Store:
+    """The part of a results file that the tuner reads and writes."""
+
+    def __init__(self, engine=None):
+        self.config = {"runtime": {} if engine is None else {"engine": engine}}
+
+    def set_runtime(self, key, value):
+        self.config["runtime"][key] = value
+
+
+def test_a_resumed_run_reuses_its_tuning_only_where_it_was_measured(setup, monkeypatch):
+    from landscape.runner import _tune
+
+    ev = _evaluator(setup)
+    weights = setup[2][:2]
+    here = ev.tuning_key()
+    assert here == {"device": "cpu (cpu)", "precision": "fp32", "channels_last": False, "bn_batch_size": 32}
+    recorded = {"path": "vmap", "batch_size": 16, "group_size": 4, "chosen_by": "measured", "tuned_for": here,
+                "batch_size_after_backoff": 8, "max_group": 2}
+    monkeypatch.setattr(ev, "tune", lambda *a, **k: pytest.fail("a resumed run on the same device re-tuned"))
+    assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("vmap", 8, 4, 2)
+    monkeypatch.undo()
+    elsewhere = dict(recorded, tuned_for={**here, "device": "cuda (NVIDIA H200)"})
+    store = _Store(elsewhere)
+    path, batch, group, max_group = _tune(store, ev, "auto", 8, True, weights, None)
+    engine = store.config["runtime"]["engine"]
+    assert engine["tuned_for"] == here and "measured again" in engine["note"] and "H200" in engine["note"]
+    assert (path, batch, group, max_group) == (engine["path"], engine["batch_size"], engine["group_size"], None)
+
+
+def test_a_plane_records_its_out_of_memory_back_offs_and_later_groups_start_small(three_ckpts, tmp_path,
+                                                                                   monkeypatch):
+    from landscape import PlaneConfig, plane
+
+    cfg = dict(grid=3, train_subset=100, test_subset=50, engine="loop", group_size=4, batch_size=1)
+    expected = plane(three_ckpts, out=tmp_path / "a.h5", config=PlaneConfig(**cfg))
+    original = GridEvaluator._eval_loop
+    sizes = []
+
+    def at_most_one_point(self, w, buffers, max_samples):
+        sizes.append(len(w))
+        if len(w) > 1:
+            raise OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, w, buffers, max_samples)
+
+    monkeypatch.setattr(GridEvaluator, "_eval_loop", at_most_one_point)
+    got = plane(three_ckpts, out=tmp_path / "b.h5", config=PlaneConfig(**cfg))
+    for split in ("train", "test"):
+        np.testing.assert_allclose(got.loss(split), expected.loss(split), atol=1e-6, rtol=0)
+    engine = got.config["runtime"]["engine"]
+    assert len(engine["backoffs"]) == 3 and engine["max_group"] == 1 and engine["batch_size_after_backoff"] == 1
+    assert sizes == [4, 2, 1, 1, 2, 1, 1] + [1] * 5  # groups 2 and 3 (4 + 1 points) never try more than one
