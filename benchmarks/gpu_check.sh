@@ -4,6 +4,10 @@
 # Results go to $OUT (default /tmp/gpu-check): env.txt, gpu-tests.log, bench.log, gpu.json.
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh
+#   GPU_TESTS=none CASES=resnet50 BENCH_TIMEOUT=300 bash benchmarks/gpu_check.sh
+#
+# Knobs: GPU_TESTS (pytest arguments, or none), CASES (suite cases), TESTS_TIMEOUT and
+# BENCH_TIMEOUT (seconds), PYTHON. The figures of the runs so far are in docs/benchmarks.md.
 #
 # Python packages missing on the machine (mnist1d, plotly) can come as wheels in .whl/.
 set -uo pipefail
@@ -22,7 +26,9 @@ fi
 } 2>&1 | tee "$OUT/env.txt"
 
 TESTS=${GPU_TESTS:-"tests/gpu tests/ensembles/test_local_methods_e2e.py::test_every_local_method_trains_a_run_that_ensemble_judges[cuda]"}
-timeout "${TESTS_TIMEOUT:-200}" $PY -m pytest -q -p no:cacheprovider -rA $TESTS 2>&1 | tee "$OUT/gpu-tests.log"
+if [ "$TESTS" != none ]; then  # GPU_TESTS=none: the benchmarks only
+  timeout "${TESTS_TIMEOUT:-200}" $PY -m pytest -q -p no:cacheprovider -rA $TESTS 2>&1 | tee "$OUT/gpu-tests.log"
+fi
 
 timeout "${BENCH_TIMEOUT:-360}" $PY benchmarks/suite.py --device cuda --cases ${CASES:-resnet20 resnet50} \
   --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
-from landscape.bn import bn_modules, fixed_batches
+from landscape.bn import bn_modules, fixed_batches, recompute_bn_
 from landscape.cuda_graph import GraphedStep
 from landscape.errors import UserError
 from landscape.fold import try_fold
@@ -149,6 +149,7 @@ class GridEvaluator:
         self._bn_layers = bn_modules(self.model)
         self._recording = False  # BN layers' inputs are recorded by _stats_hook while True
         self.cuda_graphs = cuda_graphs
+        self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
         self._graph: GraphedStep | bool | None = None  # the BN step's CUDA graph; False: none
         self._graph_calls: dict[str, int] = {}
         self._bn_acc: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -330,17 +331,23 @@ class GridEvaluator:
         return GroupResult(out)
 
     def _loop_bn_stats_(self, max_samples) -> None:
-        """Recompute the model's BN statistics in place: the averages ``recompute_bn_`` (and
-        ``update_bn``) take over the same fixed batches, but summed on the device. BN's own
-        cumulative average (momentum None) reads ``num_batches_tracked`` back to the host in
-        every layer on every batch, which on a GPU stalls the queue dozens of times a batch.
-        On CUDA the per-batch forward is replayed as a CUDA graph (``landscape.cuda_graph``)."""
+        """Recompute the model's BN statistics in place, over the fixed batches.
+
+        On a CPU this is ``recompute_bn_`` (BN's own cumulative average, the fastest there). On
+        a GPU that average would read ``num_batches_tracked`` back to the host in every layer on
+        every batch, stalling the queue dozens of times a batch, so the same averages are
+        summed on the device instead, and the per-batch forward is replayed as a CUDA graph
+        (``landscape.cuda_graph``). Both give the same numbers to float rounding."""
+        inputs = self._limit(self.data.bn_inputs, max_samples)
+        if not self.device_sums:
+            recompute_bn_(self.model, inputs, batch_size=self.bn_batch_size, transform=self.data.decode)
+            return
         for _, m in self._bn_layers:  # normalise with batch statistics, update nothing
             m.train()
             m.track_running_stats = False
         self._recording = True
         try:
-            acc, calls = self._bn_sums(self._limit(self.data.bn_inputs, max_samples))
+            acc, calls = self._bn_sums(inputs)
         finally:
             self._recording = False
             for _, m in self._bn_layers:

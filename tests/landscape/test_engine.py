@@ -147,3 +147,28 @@ def test_vmap_bn_statistics_follow_layers_not_call_order():
         torch.testing.assert_close(stats[name][0], ref.state_dict()[name], rtol=1e-5, atol=1e-6)
     assert int(stats["bn_late.num_batches_tracked"][0]) == 10  # 5 batches, called twice each
     assert "bn_unused.running_mean" not in stats
+
+
+@pytest.mark.parametrize("model_fn", [lambda: make_model(3), lambda: _ReorderedBN().eval()],
+                         ids=["mnist1d_cnn", "reordered"])
+def test_bn_statistics_summed_on_the_device_equal_bns_own_average(model_fn):
+    """The loop path's GPU way of gathering BN statistics (device sums, no host sync), run here
+    on the CPU: the same buffers as ``recompute_bn_``, for layers run twice or never too."""
+    torch.manual_seed(0)
+    model = model_fn()
+    x = load_dataset("mnist1d", "train").inputs[:300]
+    layout = ParamLayout.of(model)
+    data = EvalData({"test": (x[:50], torch.zeros(50).long())}, x)
+    buffers = {}
+    for sums in (False, True):
+        ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=64, batch_size=100)
+        ev.device_sums = sums
+        ev._load(layout.flatten(dict(model.named_parameters())), None)
+        ev._loop_bn_stats_(None)  # 4 full batches and a short one
+        buffers[sums] = {k: v.clone() for k, v in ev.model.named_buffers()}
+        assert all(m.training is False and m.track_running_stats for _, m in ev._bn_layers)
+    for name, value in buffers[False].items():
+        torch.testing.assert_close(buffers[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    if "bn_late.num_batches_tracked" in buffers[True]:
+        assert int(buffers[True]["bn_late.num_batches_tracked"]) == 10  # called twice a batch
+        assert int(buffers[True]["bn_unused.num_batches_tracked"]) == 0
