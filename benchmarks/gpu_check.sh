@@ -27,7 +27,9 @@ fi
 
 TESTS=${GPU_TESTS:-"tests/gpu tests/ensembles/test_local_methods_e2e.py::test_every_local_method_trains_a_run_that_ensemble_judges[cuda]"}
 if [ "$TESTS" != none ]; then  # GPU_TESTS=none: the benchmarks only
+  set -f  # test ids such as ...[cuda] are not file patterns
   timeout "${TESTS_TIMEOUT:-200}" $PY -m pytest -q -p no:cacheprovider -rA $TESTS 2>&1 | tee "$OUT/gpu-tests.log"
+  set +f
 fi
 
 timeout "${BENCH_TIMEOUT:-360}" $PY benchmarks/suite.py --device cuda --cases ${CASES:-resnet20 resnet50} \

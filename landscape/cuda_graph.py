@@ -21,15 +21,16 @@ class GraphedStep:
     def __init__(self, step: Callable[[torch.Tensor], None], example: torch.Tensor) -> None:
         device = example.device
         self.x = example.clone()
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # kernels chosen and memory allocated before the capture
+        with torch.cuda.device(device):  # the capture stream must be on the data's device
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # kernels chosen and memory allocated before the capture
+                    step(self.x)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=side):
                 step(self.x)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step(self.x)
 
     def __call__(self, x: torch.Tensor) -> None:
         self.x.copy_(x)

@@ -14,8 +14,10 @@ evaluation batch, then splits the group, instead of failing (``backoffs`` record
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,7 +143,7 @@ class GridEvaluator:
         self._calls: dict[str, int] = {}
         self.backoffs: list[str] = []
         self.max_group: int | None = None  # set when a group had to be split for memory
-        self._in_bn = False  # inside a BN statistics pass (for the out-of-memory back-off)
+        self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         with numerics("fp32", device):  # the check compares exact maths, whatever the precision
             self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
@@ -189,6 +191,7 @@ class GridEvaluator:
         """Evaluate; on out-of-memory halve the evaluation batch, and once it is down to one
         sample split the group of points in two, then retry."""
         run = self._eval_loop if path == "loop" else self._eval_vmap
+        self._failed_in_bn = False
         try:
             with numerics(self.precision, self._device):
                 return run(weights, buffers, max_samples)
@@ -206,7 +209,7 @@ class GridEvaluator:
     def _back_off(self, points: int, exc: BaseException) -> bool:
         """After out of memory with ``points`` points: halve the batch (False) or ask for the
         group to be split (True); a clear error when neither is possible."""
-        in_bn, self._in_bn = self._in_bn, False
+        in_bn, self._failed_in_bn = self._failed_in_bn, False
         if in_bn:  # BN statistics use fixed batches: only fewer points at once help
             if points == 1:
                 raise UserError(
@@ -321,9 +324,8 @@ class GridEvaluator:
         for i in range(k):
             self._load(weights[i], None if buffers is None else buffers[i])
             if self.bn_policy == "recompute" and self._bn_layers:
-                self._in_bn = True
-                self._loop_bn_stats_(max_samples)
-                self._in_bn = False
+                with self._bn_pass():
+                    self._loop_bn_stats_(max_samples)
             model = self.model if self._folded is None else self._folded.refresh()
             for split, (x, y) in self.data.splits.items():
                 loss, acc = self._eval_split(model, x, y, max_samples, k=None)
@@ -413,11 +415,11 @@ class GridEvaluator:
                 graph = GraphedStep(step, example)
                 self._graph_calls = dict(self._calls)  # what one forward records
                 self._graph = graph if _same_sums(graph, step, example, acc) else False
-                if not self._graph:
-                    self.graph_note = "CUDA graph not used: its BN sums differ from the eager step's"
-            except RuntimeError as exc:
+                self.graph_note = "used" if self._graph else \
+                    "not used: its BN sums differ from the eager step's"
+            except RuntimeError as exc:  # out of memory too: the eager step needs less
                 self._graph = False
-                self.graph_note = f"CUDA graph not used: {str(exc).splitlines()[0][:160]}"
+                self.graph_note = f"not used: {str(exc).splitlines()[0][:160]}"
         return self._graph or None
 
     def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None) -> None:
@@ -433,9 +435,8 @@ class GridEvaluator:
         device = self._device
         params = self.layout.unflatten(weights.to(device))  # name -> (K, *shape)
         if self.bn_policy == "recompute" and self.bn_names:
-            self._in_bn = True
-            bufs = self._vmap_bn_stats(params, max_samples)
-            self._in_bn = False
+            with self._bn_pass():
+                bufs = self._vmap_bn_stats(params, max_samples)
         elif buffers is not None and buffers[0]:
             bufs = {n: torch.stack([b[n] for b in buffers]).to(device) for n in buffers[0]}
         else:
@@ -503,8 +504,11 @@ class GridEvaluator:
         return self._stats_model
 
     def _stats_hook(self, name: str):
+        owner = weakref.ref(self)  # the model must not keep its evaluator alive (GPU memory)
+
         def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            if not self._recording:
+            self = owner()
+            if self is None or not self._recording:
                 return
             x = args[0].float()  # statistics in fp32, also under bf16 autocast
             dims = [0, *range(2, x.dim())]  # every dim but channels
@@ -529,6 +533,16 @@ class GridEvaluator:
                       [0 if self.data.bn_inputs is None else len(self.data.bn_inputs)])
         return x[: max(2, -(-len(x) * max_samples // longest))]
 
+    @contextlib.contextmanager
+    def _bn_pass(self):
+        """Marks a BN statistics pass: an error inside it is remembered for the out-of-memory
+        back-off, which reads and clears the mark."""
+        try:
+            yield
+        except BaseException:
+            self._failed_in_bn = True
+            raise
+
     @property
     def _device(self) -> torch.device:
         return next(iter(self.data.splits.values()))[0].device
@@ -548,7 +562,9 @@ class GridEvaluator:
         loss_sum = torch.zeros(kk, dtype=torch.float64, device=x.device)
         correct = torch.zeros(kk, dtype=torch.long, device=x.device)
         n = 0
-        for start in range(0, len(self._limit(x, max_samples)), self.batch_size):
+        x = self._limit(x, max_samples)
+        y = y[: len(x)]
+        for start in range(0, len(x), self.batch_size):
             xb, yb = self.data.batch(x[start : start + self.batch_size]), y[start : start + self.batch_size]
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")

@@ -40,10 +40,22 @@ def numerics(precision: str, device: torch.device | str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _cuda_flags(*, tf32: bool) -> Iterator[None]:
+    """TF32 on or off for cuDNN convolutions and CUDA matmuls, cuDNN's autotuner on. Uses the
+    ``fp32_precision`` settings where this torch has them (2.9 and later: mixing them with the
+    legacy ``allow_tf32`` flags makes torch raise), else the legacy flags."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
-    cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = tf32, tf32, True
+    conv = getattr(cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision") and hasattr(matmul, "fp32_precision"):
+        objects, names, value = (conv, matmul), ("fp32_precision",) * 2, "tf32" if tf32 else "ieee"
+    else:
+        objects, names, value = (cudnn, matmul), ("allow_tf32",) * 2, tf32
+    saved = [getattr(o, n) for o, n in zip(objects, names)] + [cudnn.benchmark]
     try:
+        for o, n in zip(objects, names):
+            setattr(o, n, value)
+        cudnn.benchmark = True
         yield
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved
+        for o, n, v in zip(objects, names, saved):
+            setattr(o, n, v)
+        cudnn.benchmark = saved[-1]

@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ def _merge_parts(store: GridStore, parts: Path) -> int:
     return merged
 
 
-def _shared(group: Group, decide: Callable[[], str]) -> str:
+def _shared(group: Group, decide: Callable[[], Any]) -> Any:
     """The main process decides (e.g. measures the engine paths); everyone uses its answer, or
     raises its error (so no process waits for an answer that never comes)."""
     if group.world_size == 1:
@@ -222,12 +223,14 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
     note = tuning.note
     if previous.get("chosen_by") == "measured":
-        note = f"measured again: the earlier run was tuned for {previous.get('tuned_for')}. {note}".strip()
+        before = previous.get("tuned_for") or "what an earlier version did not record"
+        note = f"measured again: the earlier run was tuned for {before}. {note}".strip()
     store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
                                  "group_size": tuning.group_size, "chosen_by": "measured",
                                  "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
-                                 "seconds_per_point": tuning.seconds_per_point, "note": note})
-    return tuning.path, tuning.batch_size, tuning.group_size, None
+                                 "seconds_per_point": tuning.seconds_per_point, "note": note,
+                                 "cuda_graph": evaluator.graph_note or None})
+    return tuning.path, tuning.batch_size, tuning.group_size, evaluator.max_group  # back-offs while tuning
 
 
 def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: int) -> int:
@@ -236,7 +239,7 @@ def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: in
     if store is None or len(evaluator.backoffs) == seen:
         return seen
     engine = dict(store.config["runtime"].get("engine") or {})
-    engine.update(backoffs=list(evaluator.backoffs), batch_size_after_backoff=evaluator.batch_size,
-                  max_group=evaluator.max_group)
+    engine.update(backoffs=engine.get("backoffs", []) + evaluator.backoffs[seen:],  # an earlier run's too
+                  batch_size_after_backoff=evaluator.batch_size, max_group=evaluator.max_group)
     store.set_runtime("engine", engine)
     return len(evaluator.backoffs)

@@ -71,25 +71,40 @@ def test_tf32_is_fp32_arithmetic_on_a_cpu_but_its_own_identity(three_ckpts, tmp_
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_numerics_sets_the_cuda_flags_and_restores_them(precision, monkeypatch):
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
-    cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = True, False, False  # PyTorch's defaults
+    new_api = hasattr(getattr(cudnn, "conv", None), "fp32_precision")  # torch 2.9 and later
+    objects, name = ((cudnn.conv, matmul), "fp32_precision") if new_api else ((cudnn, matmul), "allow_tf32")
+    off, on = ("ieee", "tf32") if new_api else (False, True)
+    saved = [getattr(o, name) for o in objects] + [cudnn.benchmark]
+    start = ("tf32", "ieee") if new_api else (True, False)  # PyTorch's CUDA defaults, in effect
     try:
-        _check_numerics(precision, monkeypatch)
+        for o, v in zip(objects, start):
+            setattr(o, name, v)
+        cudnn.benchmark = False
+        autocast = torch.autocast
+        monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocast("cpu", dtype=torch.bfloat16))
+        with numerics(precision, "cuda"):  # flags only: no CUDA device is needed to set them
+            assert [getattr(o, name) for o in objects] == [on if precision == "tf32" else off] * 2
+            assert cudnn.benchmark is True
+            assert torch.is_autocast_cpu_enabled() is (precision == "bf16")
+        assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
+        with numerics(precision, "cpu"):
+            assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
+        with pytest.raises(ValueError, match="unknown precision"):
+            with numerics("fp16", "cpu"):
+                pass
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved
+        for o, v in zip(objects, saved):
+            setattr(o, name, v)
+        cudnn.benchmark = saved[-1]
 
 
-def _check_numerics(precision, monkeypatch):
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    autocast = torch.autocast
-    monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocast("cpu", dtype=torch.bfloat16))
-    with numerics(precision, "cuda"):  # flags only: no CUDA device is needed to set them
-        assert cudnn.allow_tf32 is matmul.allow_tf32 is (precision == "tf32")
-        assert cudnn.benchmark is True
-        assert torch.is_autocast_cpu_enabled() is (precision == "bf16")
-    assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark) == (True, False, False)
-    with numerics(precision, "cpu"):
-        assert cudnn.allow_tf32 is True and cudnn.benchmark is False
-    with pytest.raises(ValueError, match="unknown precision"):
-        with numerics("fp16", "cpu"):
+def test_numerics_leaves_the_global_matmul_precision_readable():
+    """Mixing torch's legacy TF32 flags with its fp32_precision settings makes torch raise."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with numerics("fp32", "cuda"):
             pass
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -223,3 +223,21 @@ def test_a_plane_records_its_out_of_memory_back_offs_and_later_groups_start_smal
     engine = got.config["runtime"]["engine"]
     assert len(engine["backoffs"]) == 3 and engine["max_group"] == 1 and engine["batch_size_after_backoff"] == 1
     assert sizes == [4, 2, 1, 1, 2, 1, 1] + [1] * 5  # groups 2 and 3 (4 + 1 points) never try more than one
+
+
+def test_an_evaluator_is_freed_as_soon_as_it_is_dropped(setup):
+    """Its BN hooks live on its model; they must not keep it (and, on a GPU, its resident data
+    and CUDA graph) alive until the cycle collector happens to run."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        ev = _evaluator(setup)
+        ev.evaluate(setup[2][:2], path="loop")
+        ev.evaluate(setup[2][:2], path="vmap")  # makes the vmap path's stats model too
+        gone = weakref.ref(ev)
+        del ev
+        assert gone() is None
+    finally:
+        gc.enable()
