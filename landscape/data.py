@@ -299,11 +299,11 @@ class ImageDecode:
         if x.dtype != torch.uint8:
             return x
         table = _decode_table(self.mean, self.std, x.device)  # (len(mean), 256)
-        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        out = torch.empty_like(x, dtype=torch.float32)  # in x's memory format (channels-last too)
         for c in range(x.shape[1]):
             row = table[c if len(table) > 1 else 0]
             out[:, c] = row.index_select(0, x[:, c].flatten().int()).view(out[:, c].shape)
-        return out.contiguous(memory_format=_memory_format(x))
+        return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -314,11 +314,6 @@ def _decode_table(mean: tuple[float, ...], std: tuple[float, ...], device: torch
     values = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(len(mean), 1, 256)
     table = TF.normalize(values.to(torch.float32).div(255), list(mean), list(std))  # as ToTensor, Normalize
     return table.view(len(mean), 256).to(device)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def as_resident(dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256) -> Resident:

@@ -370,8 +370,7 @@ class GridEvaluator:
         step = self._bn_step(acc)
         full = len(inputs) // self.bn_batch_size * self.bn_batch_size
         graph = self._bn_graph(step, inputs[: self.bn_batch_size], acc) if full else None
-        for t in (t for pair in acc.values() for t in pair):
-            t.zero_()
+        _zero(acc)
         for start in range(0, len(inputs), self.bn_batch_size):
             xb = inputs[start : start + self.bn_batch_size]
             if graph is not None and start < full:
@@ -586,12 +585,17 @@ def _concat(parts: Sequence[GroupResult]) -> GroupResult:
                         for s in first})
 
 
+def _zero(acc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for pair in acc.values():
+        for t in pair:
+            t.zero_()
+
+
 def _same_sums(graph: GraphedStep, step, x: torch.Tensor, acc) -> bool:
     """Whether one replay of ``graph`` adds what one eager ``step`` adds to ``acc``."""
     results = []
     for run in (graph, step):
-        for t in (t for pair in acc.values() for t in pair):
-            t.zero_()
+        _zero(acc)
         run(x)
         results.append([t.clone() for pair in acc.values() for t in pair])
     return all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
