@@ -67,23 +67,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from landscape.errors import UserError
-    from landscape.progress import enable_progress
+    from landscape.progress import enable_progress, interrupt_requested
 
     enable_progress(not getattr(args, "quiet", False))
     _sigterm_interrupts()
     try:
         return args.run(args) or 0
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
     except UserError as exc:
+        if interrupt_requested():  # a native call (safetensors, h5py) turned the interrupt into this
+            return _interrupted(args.command)
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a missing file, an --out that is a file, no permission, a full disk
+        if interrupt_requested():
+            return _interrupted(args.command)
         where = f": {exc.filename}" if exc.filename else ""
         print(f"landscape {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nlandscape {args.command}: interrupted; finished work is saved, rerun the same "
-              "command to resume", file=sys.stderr)
-        return 3
+    except Exception:
+        if interrupt_requested():
+            return _interrupted(args.command)
+        raise
+
+
+def _interrupted(command: str) -> int:
+    print(f"\nlandscape {command}: interrupted; finished work is saved, rerun the same command "
+          "to resume", file=sys.stderr)
+    return 3
 
 
 def _sigterm_interrupts() -> None:

@@ -31,6 +31,11 @@ def request_interrupt(requested: bool = True) -> None:
     _INTERRUPTED = requested
 
 
+def interrupt_requested() -> bool:
+    """Whether an interrupt was asked for (an error raised meanwhile may be its side effect)."""
+    return _INTERRUPTED
+
+
 def check_interrupt() -> None:
     if _INTERRUPTED:
         raise KeyboardInterrupt

@@ -122,3 +122,23 @@ def test_console_script_is_installed():
     exe = shutil.which("landscape") or str(__import__("pathlib").Path(sys.executable).parent / "landscape")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("landscape ")
+
+
+@pytest.mark.parametrize("raised", [ValueError, RuntimeError, OSError])
+def test_an_error_raised_by_an_interrupt_exits_as_interrupted(capsys, three_ckpts, tmp_path,
+                                                              monkeypatch, raised):
+    """Ctrl-C inside native code (safetensors, torch, h5py) can surface as another exception; once
+    an interrupt was requested the CLI still reports it as one (exit 3), not as bad input."""
+    from landscape.progress import request_interrupt
+
+    def interrupted_load(*args, **kwargs):
+        request_interrupt()  # what the CLI's SIGINT handler does before Python sees the error
+        raise raised("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+
+    monkeypatch.setattr("safetensors.torch.load_file", interrupted_load)
+    A, B = map(str, three_ckpts[:2])
+    code = main(["interp", A, B, "--out", str(tmp_path / "i"), "--quiet"])
+    err = capsys.readouterr().err
+    request_interrupt(False)
+    assert code == 3, err
+    assert err.strip().splitlines()[-1].endswith("rerun the same command to resume")
