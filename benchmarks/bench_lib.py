@@ -162,7 +162,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
                   if case.other_path else None)
     log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
-        f"{tuning.batch_size}, group {tuning.group_size}); timing the naive loop")
+        f"{tuning.batch_size}, group {tuning.group_size}, {tuning.workers} worker(s)); timing the naive loop")
     options = time_options(case, layout, data, tuning, weights, engine, engine_sample)
     at = [engine_sample.index(p) for p in naive_sample]
     diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
@@ -172,7 +172,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         "samples": {"train": len(case.train), "test": len(case.test)},
         "bn": "recompute", "bn_batch_size": case.bn_batch_size,
         "tuning": {"path": tuning.path, "batch_size": tuning.batch_size,
-                   "group_size": tuning.group_size, "seconds": tune_seconds,
+                   "group_size": tuning.group_size, "workers": tuning.workers, "seconds": tune_seconds,
                    "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs,
                    "cuda_graph": evaluator.graph_note or None},
         "engine": _timing(engine), "naive": _timing(naive),
@@ -205,7 +205,8 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
             continue
         try:
             ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
-                               bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size, **kw)
+                               bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size,
+                               workers=tuning.workers, **kw)
             t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
         except (RuntimeError, ValueError, NotImplementedError) as exc:  # report, go on
             out[name] = {"error": str(exc).splitlines()[0][:200]}
@@ -221,7 +222,8 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
 def time_without_bn(case, layout, data, tuning, w: torch.Tensor) -> float:
     """Seconds per point of the evaluation passes alone (BN statistics kept, not recomputed):
     the rest of the engine's time per point is the BN statistics pass."""
-    ev = GridEvaluator(case.models[0], layout, data, bn_policy="keep", batch_size=tuning.batch_size)
+    ev = GridEvaluator(case.models[0], layout, data, bn_policy="keep", batch_size=tuning.batch_size,
+                       workers=tuning.workers)
     keep = [{k: v for k, v in case.models[0].state_dict().items() if k in dict(ev.model.named_buffers())}] * len(w)
     ev.evaluate(w[:1], keep[:1], path="loop")
     sync(ev)

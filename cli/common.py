@@ -119,10 +119,13 @@ def process_group(device_spec: str):
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:
-    """--precision and --channels-last for plane and interp."""
+    """--precision, --channels-last and --workers for plane and interp."""
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default: IEEE float32, also on GPUs), tf32 (TF32 tensor cores on GPUs) or "
                         "bf16 autocast: the last two are faster on recent GPUs and change the numbers "
                         "slightly (recorded in the file; benchmarks/suite.py measures by how much)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for image models (speed only, often faster on GPU)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="on a CPU, points the loop engine evaluates at once, each in its own thread "
+                        "(speed only; default: measured with --engine auto, else 1)")

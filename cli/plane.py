@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         bn_batch_size=args.bn_batch_size, splits=args.splits, train_subset=args.train_subset,
         test_subset=args.test_subset, seed=args.seed, ignore_1d=not args.include_1d,
         batch_size=args.batch_size, engine=args.engine, group_size=args.group_size,
-        precision=args.precision, channels_last=args.channels_last,
+        precision=args.precision, channels_last=args.channels_last, workers=args.workers,
     )
     out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 from landscape.bn import bn_modules, fixed_batches, recompute_bn_
 from landscape.cuda_graph import GraphedStep
 from landscape.errors import UserError
-from landscape.fold import try_fold
+from landscape.fold import Folded, try_fold
 from landscape.geometry import ParamLayout
 from landscape.numerics import PRECISIONS, numerics
 
@@ -68,6 +70,7 @@ class PathChoice:
     path: str
     seconds_per_point: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,22 @@ class Tuning:
     group_size: int
     seconds_per_point: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    workers: int = 1
+
+
+@dataclass
+class _Replica:
+    """A private model of the loop path, with its parameters and buffers by name and its
+    BN-folded view; the loop path's worker threads each own one."""
+
+    model: nn.Module
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    folded: Folded | None
+
+    @classmethod
+    def of(cls, model: nn.Module, folded: Folded | None) -> _Replica:
+        return cls(model, dict(model.named_parameters()), dict(model.named_buffers()), folded)
 
 
 class GridEvaluator:
@@ -104,6 +123,10 @@ class GridEvaluator:
             layer (``landscape.fold``; checked against the unfused model when built).
         cuda_graphs: on CUDA, replay the loop path's BN statistics forward as a CUDA graph
             (fp32 and tf32; the same kernels, so the same numbers).
+        workers: on a CPU, the loop path evaluates this many points of a group at once, each in
+            a thread of its own with its own copy of the model, sharing the intra-op threads
+            between them (small models keep two cores busier this way than with two threads
+            per operation). None: 1 until ``tune`` measures it. Ignored on GPUs.
     """
 
     def __init__(
@@ -119,11 +142,14 @@ class GridEvaluator:
         channels_last: bool = False,
         fold_bn: bool = True,
         cuda_graphs: bool = True,
+        workers: int | None = None,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
         if precision not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if workers is not None and not (isinstance(workers, int) and workers >= 1):
+            raise UserError(f"workers must be a positive integer, got {workers!r}")
         device = next(iter(data.splits.values()))[0].device
         self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
         self.precision, self.channels_last = precision, channels_last
@@ -136,8 +162,6 @@ class GridEvaluator:
         self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
         self.bn_names = [n for n, _ in bn_modules(self.model)]
         self._zeros = {n: torch.zeros(m.num_features, device=device) for n, m in bn_modules(self.model)}
-        self._params = dict(self.model.named_parameters())
-        self._buffers = dict(self.model.named_buffers())
         self._stats_model: nn.Module | None = None
         self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._calls: dict[str, int] = {}
@@ -148,6 +172,9 @@ class GridEvaluator:
         with numerics("fp32", device):  # the check compares exact maths, whatever the precision
             self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
+        self._replicas = [_Replica.of(self.model, self._folded)]  # the first is self.model
+        self.workers = workers or 1
+        self._tune_workers = workers is None  # the user's number is kept
         self._bn_layers = bn_modules(self.model)
         self._recording = False  # BN layers' inputs are recorded by _stats_hook while True
         self.cuda_graphs = cuda_graphs
@@ -241,8 +268,12 @@ class GridEvaluator:
         """What a recorded tuning depends on: a resumed run reuses it only when this matches."""
         device = self._device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        return {"device": f"{device.type} ({name})", "precision": self.precision,
-                "channels_last": self.channels_last, "bn_batch_size": self.bn_batch_size}
+        key = {"device": f"{device.type} ({name})", "precision": self.precision,
+               "channels_last": self.channels_last, "bn_batch_size": self.bn_batch_size}
+        if device.type == "cpu":  # the loop path's worker threads share the intra-op threads
+            key.update(threads=torch.get_num_threads(),
+                       workers="measured" if self._tune_workers else self.workers)
+        return key
 
     def tune(
         self,
@@ -258,13 +289,15 @@ class GridEvaluator:
         if path == "auto":
             choice = self.choose_path(weights, buffers)
             path, timings, note = choice.path, dict(choice.seconds_per_point), choice.note
+            self.workers = choice.workers
         else:
             timings, note = {}, ""
         longest = max(len(x) for x, _ in self.data.splits.values())
         sizes = sorted({min(max(1, b), longest) for b in
                         (self.batch_size // 4, self.batch_size, self.batch_size * 4)})
         per_size = {}
-        probe = (weights[:1], _head(buffers, 1)) if path == "loop" else (weights, buffers)  # loop: per point
+        n = self.workers if path == "loop" else len(weights)  # loop: as many points as run at once
+        probe = (weights[:n], _head(buffers, n))
         for _ in range(2):  # interleaved repeats, best time kept (see choose_path)
             for size in sizes:
                 t = self._time(*probe, path, size, samples=min(longest, max(sizes)))
@@ -280,14 +313,15 @@ class GridEvaluator:
                 per_group[k] = self._time(w, b, path, self.batch_size, samples=self.batch_size)
                 timings[f"group={k}"] = per_group[k]
             group = min(per_group, key=per_group.get)
-        return Tuning(path, self.batch_size, group, timings, note)
+        return Tuning(path, self.batch_size, group, timings, note, self.workers if path == "loop" else 1)
 
     def _time(self, weights, buffers, path, batch_size, *, samples) -> float:
         """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
         inputs) at this batch size, after a warm-up."""
         previous, self.batch_size = self.batch_size, batch_size
+        n = self.workers if path == "loop" else 1  # the warm-up also makes the workers' replicas
         try:
-            self.evaluate(weights[:1], _head(buffers, 1), path=path, max_samples=batch_size)
+            self.evaluate(weights[:n], _head(buffers, n), path=path, max_samples=batch_size)
             start = time.perf_counter()
             self.evaluate(weights, buffers, path=path, max_samples=samples)
             return (time.perf_counter() - start) / len(weights)
@@ -297,42 +331,97 @@ class GridEvaluator:
     def choose_path(
         self, weights: torch.Tensor, buffers: Sequence[dict[str, torch.Tensor]] | None = None
     ) -> PathChoice:
-        """Time both paths on a slice of the data for this group of points; pick the faster.
-        Each path is timed twice, interleaved, and keeps its best time, so that a moment of
-        load on a shared machine does not decide."""
+        """Time both paths on a slice of the data for this group of points (on a CPU with
+        several threads, also the loop path with one worker thread per intra-op thread); pick
+        the fastest. Each candidate is timed twice, interleaved, and keeps its best time, so
+        that a moment of load on a shared machine does not decide."""
         timings, note = {}, ""
         samples = 2 * self.batch_size
-        for _ in range(2):
-            for path in ("loop", "vmap"):
-                if note.startswith(path):
-                    continue
-                try:
-                    t = self._time(weights, buffers, path, self.batch_size, samples=samples)
-                except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
-                    note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
-                    continue
-                timings[path] = min(t, timings.get(path, float("inf")))
+        candidates = {"loop": ("loop", 1), "vmap": ("vmap", 1)}
+        threads = min(torch.get_num_threads(), len(weights))
+        if not self._tune_workers:
+            candidates["loop"] = ("loop", self.workers)
+        elif self._device.type == "cpu" and threads > 1:
+            candidates[f"loop, {threads} workers"] = ("loop", threads)
+        previous = self.workers
+        try:
+            for _ in range(2):
+                for label, (path, self.workers) in candidates.items():
+                    if note.startswith(path):
+                        continue
+                    try:
+                        t = self._time(weights, buffers, path, self.batch_size, samples=samples)
+                    except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
+                        note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+                        continue
+                    timings[label] = min(t, timings.get(label, float("inf")))
+        finally:
+            self.workers = previous
         if not timings:
             raise RuntimeError(f"no evaluation path works for this model ({note})")
-        return PathChoice(min(timings, key=timings.get), timings, note)
+        best = min(timings, key=timings.get)
+        return PathChoice(candidates[best][0], timings, note, candidates[best][1])
 
     # ------------------------------------------------------------------ loop path
 
     def _eval_loop(self, weights, buffers, max_samples) -> GroupResult:
         k = len(weights)
         out = {s: {"loss": np.empty(k), "acc": np.empty(k)} for s in self.data.splits}
-        for i in range(k):
-            self._load(weights[i], None if buffers is None else buffers[i])
+
+        def point(i: int, replica: _Replica) -> None:
+            self._load(weights[i], None if buffers is None else buffers[i], replica)
             if self.bn_policy == "recompute" and self._bn_layers:
                 with self._bn_pass():
-                    self._loop_bn_stats_(max_samples)
-            model = self.model if self._folded is None else self._folded.refresh()
+                    self._loop_bn_stats_(max_samples, replica.model)
+            model = replica.model if replica.folded is None else replica.folded.refresh()
             for split, (x, y) in self.data.splits.items():
                 loss, acc = self._eval_split(model, x, y, max_samples, k=None)
                 out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
+
+        workers = min(self.workers, k) if self._device.type == "cpu" else 1
+        if workers == 1:
+            for i in range(k):
+                point(i, self._replicas[0])
+        else:
+            self._in_threads(point, k, workers)
         return GroupResult(out)
 
-    def _loop_bn_stats_(self, max_samples) -> None:
+    def _in_threads(self, point: Callable[[int, _Replica], None], k: int, workers: int) -> None:
+        """Points 0..k-1 on ``workers`` threads, each with its own replica of the model and an
+        equal share of the intra-op threads (restored afterwards). After a failure or an
+        interrupt the other threads stop at their next point."""
+        replicas = [self._replica(j) for j in range(workers)]
+        stop = threading.Event()
+
+        def work(j: int) -> None:
+            with torch.no_grad(), numerics(self.precision, self._device):  # both are per thread
+                for i in range(j, k, workers):
+                    if stop.is_set():
+                        return
+                    point(i, replicas[j])
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // workers))  # new threads take the process's setting
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="landscape-point") as pool:
+                futures = [pool.submit(work, j) for j in range(workers)]
+                try:
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                finally:  # a failed point, or Ctrl-C in this thread: the others stop
+                    stop.set()
+                for f in futures:
+                    f.result()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _replica(self, j: int) -> _Replica:
+        while len(self._replicas) <= j:
+            model = copy.deepcopy(self.model)
+            folded = None if self._folded is None else Folded(model, self._folded.pairs)
+            self._replicas.append(_Replica.of(model, folded))
+        return self._replicas[j]
+
+    def _loop_bn_stats_(self, max_samples, model: nn.Module | None = None) -> None:
         """Recompute the model's BN statistics in place, over the fixed batches.
 
         On a CPU this is ``recompute_bn_`` (BN's own cumulative average, the fastest there). On
@@ -342,7 +431,8 @@ class GridEvaluator:
         (``landscape.cuda_graph``). Both give the same numbers to float rounding."""
         inputs = self._limit(self.data.bn_inputs, max_samples)
         if not self.device_sums:
-            recompute_bn_(self.model, inputs, batch_size=self.bn_batch_size, transform=self.data.decode)
+            recompute_bn_(model or self.model, inputs, batch_size=self.bn_batch_size,
+                          transform=self.data.decode)
             return
         for _, m in self._bn_layers:  # normalise with batch statistics, update nothing
             m.train()
@@ -421,12 +511,14 @@ class GridEvaluator:
                 self.graph_note = f"not used: {str(exc).splitlines()[0][:160]}"
         return self._graph or None
 
-    def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None) -> None:
+    def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None,
+              replica: _Replica | None = None) -> None:
+        replica = replica or self._replicas[0]
         w = w.to(self._device, torch.float32)  # one copy to the device, then copies on it
         for name, t in self.layout.unflatten(w).items():
-            self._params[name].copy_(t)
+            replica.params[name].copy_(t)
         for name, t in (buffers or {}).items():
-            self._buffers[name].copy_(t)
+            replica.buffers[name].copy_(t)
 
     # ------------------------------------------------------------------ vmap path
 

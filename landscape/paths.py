@@ -59,12 +59,15 @@ class PathConfig:
     group_size: int | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise UserError(message)
 
+        check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
+              f"workers must be a positive integer, got {self.workers!r}")
         check(self.precision in PRECISIONS,
               f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         check(isinstance(self.points, int) and 2 <= self.points <= MAX_POINTS,

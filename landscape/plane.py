@@ -53,6 +53,8 @@ class PlaneConfig:
         precision: ``fp32``, ``tf32`` or ``bf16`` (``landscape.numerics``; the last two change
             the numbers, so they are part of the file's identity).
         channels_last: channels-last memory format for 4-D tensors (engine knob).
+        workers: on a CPU, points evaluated at once by the loop path, each in its own thread
+            (engine knob; None: measured with ``engine="auto"``, else 1).
     """
 
     grid: int = 21
@@ -70,8 +72,11 @@ class PlaneConfig:
     group_size: int | None = None
     precision: str = "fp32"
     channels_last: bool = False
+    workers: int | None = None
 
     def __post_init__(self) -> None:
+        _check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
+               f"workers must be a positive integer, got {self.workers!r}")
         _check(self.precision in PRECISIONS,
                f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         _check(isinstance(self.grid, int) and 2 <= self.grid <= MAX_GRID,
@@ -197,7 +202,8 @@ def evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device)
         resident = _resident_data(dataset, config, policy, data_root, torch.device(device))
         evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
                                   bn_batch_size=config.bn_batch_size, batch_size=config.batch_size,
-                                  precision=config.precision, channels_last=config.channels_last)
+                                  precision=config.precision, channels_last=config.channels_last,
+                                  workers=config.workers)
         _check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
         return evaluator
 
@@ -338,7 +344,7 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, An
     return cfg
 
 
-ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last")
+ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last", "workers")
 
 
 def drop_inert(cfg: dict[str, Any], config, policy: str, *, random_plane: bool) -> None:
@@ -380,6 +386,7 @@ def _runtime(ckpts, device, config: PlaneConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "group_size": config.group_size or 8,
         "channels_last": config.channels_last,
+        "workers": config.workers,
         "versions": {"landscape": landscape.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "h5py": h5py.__version__,
                      "python": platform.python_version()},

@@ -76,7 +76,7 @@ def evaluate_grid(
             return w, (None if buffers is None else [buffers(ix) for ix in g])
 
         first = list(todo[:group_size])
-        path, evaluator.batch_size, group_size, evaluator.max_group = _shared(
+        path, evaluator.batch_size, group_size, evaluator.max_group, evaluator.workers = _shared(
             group, lambda: _tune(store, evaluator, engine, group_size, tune_group, *inputs(first)))
         groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
         if group.world_size == 1:
@@ -201,24 +201,25 @@ def _broadcast(group: Group, value):
 
 
 def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: int,
-          tune_group: bool, w, bufs) -> tuple[str, int, int, int | None]:
-    """(path, batch size, group size, largest group after out-of-memory back-offs): the
-    user's, a resumed run's, or measured now."""
+          tune_group: bool, w, bufs) -> tuple[str, int, int, int | None, int]:
+    """(path, batch size, group size, largest group after out-of-memory back-offs, CPU worker
+    threads of the loop path): the user's, a resumed run's, or measured now."""
     previous = store.config["runtime"].get("engine") or {}
     if engine != "auto":
+        mine = {"path": engine, "batch_size": evaluator.batch_size, "workers": evaluator.workers}
         same = previous.get("chosen_by") == "user" and previous.get("tuned_for") == evaluator.tuning_key() \
-            and previous.get("path") == engine and previous.get("batch_size") == evaluator.batch_size
+            and all(previous.get(k, 1 if k == "workers" else None) == v for k, v in mine.items())
         if not same:
-            store.set_runtime("engine", {"path": engine, "batch_size": evaluator.batch_size,
-                                         "group_size": group_size, "chosen_by": "user",
+            store.set_runtime("engine", {**mine, "group_size": group_size, "chosen_by": "user",
                                          "tuned_for": evaluator.tuning_key()})
             previous = {}
         return (engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
-                previous.get("max_group"))
+                previous.get("max_group"), evaluator.workers)
     key = evaluator.tuning_key()
     if previous.get("chosen_by") == "measured" and previous.get("tuned_for") == key:  # resumed run
         return (previous["path"], previous.get("batch_size_after_backoff", previous["batch_size"]),
-                previous["group_size"], previous.get("max_group"))  # with what its back-offs learnt
+                previous["group_size"], previous.get("max_group"),  # with what its back-offs learnt
+                previous.get("workers", 1))
     groups = (max(1, group_size // 2), group_size, 2 * group_size) if tune_group else ()
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
     note = tuning.note
@@ -226,11 +227,13 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
         before = previous.get("tuned_for") or "what an earlier version did not record"
         note = f"measured again: the earlier run was tuned for {before}. {note}".strip()
     store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
-                                 "group_size": tuning.group_size, "chosen_by": "measured",
+                                 "group_size": tuning.group_size, "workers": tuning.workers,
+                                 "chosen_by": "measured",
                                  "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
                                  "seconds_per_point": tuning.seconds_per_point, "note": note,
                                  "cuda_graph": evaluator.graph_note or None})
-    return tuning.path, tuning.batch_size, tuning.group_size, evaluator.max_group  # back-offs while tuning
+    return (tuning.path, tuning.batch_size, tuning.group_size,
+            evaluator.max_group, tuning.workers)  # max_group: back-offs while tuning
 
 
 def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: int) -> int:

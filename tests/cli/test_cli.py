@@ -75,6 +75,7 @@ def _bad_inputs(three_ckpts, tmp_path):
         "unknown model": (["pretrain", "--arch", "resnet_twenty", "--out",
                            str(tmp_path / "x.safetensors")], "unknown model"),
         "bad grid": (["plane", A, B, C, "--grid", "0"], "positive integer"),
+        "bad workers": (["interp", A, B, "--workers", "0"], "positive integer"),
         "huge grid": (["plane", A, B, C, "--grid", "100000"], "between 2 and"),
         "bad bn": (["plane", A, B, C, "--bn", "sometimes"], "unknown BN policy"),
         "two checkpoints": (["plane", A, B], "interp"),
@@ -142,3 +143,22 @@ def test_an_error_raised_by_an_interrupt_exits_as_interrupted(capsys, three_ckpt
     request_interrupt(False)
     assert code == 3, err
     assert err.strip().splitlines()[-1].endswith("rerun the same command to resume")
+
+
+def test_interp_with_worker_threads_gives_one_threads_numbers_and_records_them(capsys, three_ckpts,
+                                                                              tmp_path):
+    from landscape import read_paths
+
+    common = [*map(str, three_ckpts), "--pairs", "all", "--points", "4", "--train-subset", "150",
+              "--test-subset", "100", "--engine", "loop", "--no-plots", "--quiet"]
+    runs = {}
+    for workers in ("1", "3"):
+        code, _, err = _run(capsys, "interp", *common, "--workers", workers, "--out", str(tmp_path / workers))
+        assert code == 0, err
+        runs[workers] = read_paths(tmp_path / workers / "paths.h5")
+    for split in ("train", "test"):
+        np.testing.assert_allclose(runs["3"].metrics[split]["loss"], runs["1"].metrics[split]["loss"],
+                                   atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(runs["3"].metrics[split]["acc"], runs["1"].metrics[split]["acc"])
+    assert runs["3"].config["runtime"]["engine"]["workers"] == 3
+    assert runs["3"].config["runtime"]["engine"]["tuned_for"]["workers"] == 3

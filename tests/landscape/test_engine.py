@@ -38,10 +38,13 @@ def _naive(paths, surface, bn):
 
 
 @pytest.mark.parametrize("bn", ["recompute", "keep", "interpolate"])
-@pytest.mark.parametrize("path", ["loop", "vmap"])
-def test_engine_equals_naive_reference(three_ckpts, tmp_path, bn, path):
+@pytest.mark.parametrize("path, workers", [("loop", None), ("loop", 3), ("vmap", None)],
+                         ids=["loop", "loop-3-workers", "vmap"])
+def test_engine_equals_naive_reference(three_ckpts, tmp_path, bn, path, workers):
+    """Groups of 4 points: with 3 worker threads one of them takes two points of a group, and
+    the last group (one point) runs without threads."""
     config = PlaneConfig(grid=GRID, bn=bn, train_subset=TRAIN_N, test_subset=TEST_N,
-                         engine=path, group_size=4, batch_size=128)
+                         engine=path, group_size=4, batch_size=128, workers=workers)
     surface = plane(three_ckpts, out=tmp_path / "p.h5", config=config)
     ref = _naive(three_ckpts, surface, bn)
     assert surface.complete
@@ -94,6 +97,9 @@ def test_eval_batch_size_and_group_size_do_not_change_numbers(three_ckpts, tmp_p
     engine = c.config["runtime"]["engine"]
     assert engine["chosen_by"] == "measured" and engine["path"] in ("loop", "vmap")
     assert {"loop", "vmap"} <= set(engine["seconds_per_point"])
+    threads = torch.get_num_threads()  # the loop path with a worker thread per intra-op thread
+    assert (f"loop, {threads} workers" in engine["seconds_per_point"]) is (threads > 1)
+    assert engine["workers"] in ({1, threads} if engine["path"] == "loop" else {1})
     assert engine["batch_size"] in (1024 // 4, TEST_N, TRAIN_N) and engine["group_size"] in (4, 8, 16)
 
 

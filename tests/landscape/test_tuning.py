@@ -37,12 +37,42 @@ def _assert_same(a, b, atol=1e-5):
         np.testing.assert_allclose(a.metrics[split]["acc"], b.metrics[split]["acc"], atol=atol, rtol=0)
 
 
+def _evaluator_with(setup, **kw):
+    base, layout, _, data = setup
+    return GridEvaluator(base, layout, data, bn_policy="recompute", bn_batch_size=32, **kw)
+
+
 def test_every_setting_the_tuner_can_pick_gives_the_same_numbers(setup):
     weights = setup[2]
     reference = _evaluator(setup, batch_size=N_TRAIN).evaluate(weights, path="loop")
     for path in ("loop", "vmap"):
         for batch in (1, 7, 16, 64, N_TRAIN):
             _assert_same(_evaluator(setup, batch).evaluate(weights, path=path), reference)
+    for workers in (2, 4, 8):  # 5 points: uneven shares, and more workers than points
+        _assert_same(_evaluator_with(setup, workers=workers).evaluate(weights, path="loop"), reference)
+
+
+def test_worker_threads_stop_on_a_failure_and_restore_the_thread_count(setup, monkeypatch):
+    """A point that fails in one worker thread fails the group with its own error; the other
+    threads take no new point, and the process's intra-op thread count is restored."""
+    import threading
+
+    ev = _evaluator_with(setup, workers=2)
+    original, started = GridEvaluator._loop_bn_stats_, []
+
+    def third_point_fails(self, max_samples, model=None):
+        started.append(threading.current_thread().name)
+        if len(started) == 3:
+            raise ValueError("broken point")
+        return original(self, max_samples, model)
+
+    monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", third_point_fails)
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="broken point"):
+        ev.evaluate(torch.cat([setup[2]] * 4), path="loop")  # 20 points, 10 a thread
+    assert torch.get_num_threads() == threads
+    assert 3 <= len(started) <= 4 and all(n.startswith("landscape-point") for n in started)
+    assert len(set(started)) == 2  # both threads ran
 
 
 def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
@@ -187,18 +217,21 @@ def test_a_resumed_run_reuses_its_tuning_only_where_it_was_measured(setup, monke
     ev = _evaluator(setup)
     weights = setup[2][:2]
     here = ev.tuning_key()
-    assert here == {"device": "cpu (cpu)", "precision": "fp32", "channels_last": False, "bn_batch_size": 32}
-    recorded = {"path": "vmap", "batch_size": 16, "group_size": 4, "chosen_by": "measured", "tuned_for": here,
-                "batch_size_after_backoff": 8, "max_group": 2}
+    assert here == {"device": "cpu (cpu)", "precision": "fp32", "channels_last": False, "bn_batch_size": 32,
+                    "threads": torch.get_num_threads(), "workers": "measured"}
+    recorded = {"path": "loop", "batch_size": 16, "group_size": 4, "chosen_by": "measured", "tuned_for": here,
+                "batch_size_after_backoff": 8, "max_group": 2, "workers": 3}
     monkeypatch.setattr(ev, "tune", lambda *a, **k: pytest.fail("a resumed run on the same device re-tuned"))
-    assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("vmap", 8, 4, 2)
+    assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 3)
     monkeypatch.undo()
-    elsewhere = dict(recorded, tuned_for={**here, "device": "cuda (NVIDIA H200)"})
-    store = _Store(elsewhere)
-    path, batch, group, max_group = _tune(store, ev, "auto", 8, True, weights, None)
-    engine = store.config["runtime"]["engine"]
-    assert engine["tuned_for"] == here and "measured again" in engine["note"] and "H200" in engine["note"]
-    assert (path, batch, group, max_group) == (engine["path"], engine["batch_size"], engine["group_size"], None)
+    for elsewhere in ({**here, "device": "cuda (NVIDIA H200)"}, {**here, "threads": here["threads"] + 1}):
+        store = _Store(dict(recorded, tuned_for=elsewhere))
+        path, batch, group, max_group, workers = _tune(store, ev, "auto", 8, True, weights, None)
+        engine = store.config["runtime"]["engine"]
+        assert engine["tuned_for"] == here and "measured again" in engine["note"]
+        assert (path, batch, group, max_group, workers) == (
+            engine["path"], engine["batch_size"], engine["group_size"], None, engine["workers"])
+    assert "H200" not in engine["note"] and f"'threads': {here['threads'] + 1}" in engine["note"]
 
 
 def test_a_plane_records_its_out_of_memory_back_offs_and_later_groups_start_small(three_ckpts, tmp_path,
