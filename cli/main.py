@@ -66,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from landscape.errors import UserError
     from landscape.progress import enable_progress, interrupt_requested
 
     enable_progress(not getattr(args, "quiet", False))
@@ -75,21 +74,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except KeyboardInterrupt:
         return _interrupted(args.command)
-    except UserError as exc:
-        if interrupt_requested():  # a native call (safetensors, h5py) turned the interrupt into this
+    except Exception as exc:
+        if interrupt_requested():  # a native call (safetensors, h5py) turned Ctrl-C into another error
             return _interrupted(args.command)
-        print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
+        message = _bad_input(exc)
+        if message is None:
+            raise
+        print(f"landscape {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a missing file, an --out that is a file, no permission, a full disk
-        if interrupt_requested():
-            return _interrupted(args.command)
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"landscape {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 2
-    except Exception:
-        if interrupt_requested():
-            return _interrupted(args.command)
-        raise
+
+
+def _bad_input(exc: Exception) -> str | None:
+    """The one-line message of an error caused by the user's input, or None for a bug."""
+    from landscape.errors import UserError
+
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, OSError):  # a missing file, an --out that is a file, no permission, a full disk
+        return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    return None
 
 
 def _interrupted(command: str) -> int:
