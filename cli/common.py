@@ -127,5 +127,6 @@ def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for image models (speed only, often faster on GPU)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="on a CPU, points the loop engine evaluates at once, each in its own thread "
-                        "(speed only; default: measured with --engine auto, else 1)")
+                   help="points the loop engine evaluates at once, each in its own thread (on a GPU "
+                        "each on its own CUDA stream; speed only; default: measured with --engine "
+                        "auto, else 1)")

@@ -88,17 +88,34 @@ class Tuning:
 
 @dataclass
 class _Replica:
-    """A private model of the loop path, with its parameters and buffers by name and its
-    BN-folded view; the loop path's worker threads each own one."""
+    """A private model of the loop path, with its parameters and buffers by name, its BN-folded
+    view and its BN layers; the loop path's workers each own one. On a GPU a replica also owns
+    its stream, the device accumulators of its BN statistics pass and that pass's CUDA graph."""
 
     model: nn.Module
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     folded: Folded | None
+    bn_layers: list[tuple[str, nn.Module]]
+    stream: Any = None  # torch.cuda.Stream of this replica's worker (GPU, several workers)
+    acc: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    graph: GraphedStep | bool | None = None  # None: not captured yet; False: none
+    graph_calls: dict[str, int] = field(default_factory=dict)  # BN calls of one replay
 
     @classmethod
     def of(cls, model: nn.Module, folded: Folded | None) -> _Replica:
-        return cls(model, dict(model.named_parameters()), dict(model.named_buffers()), folded)
+        return cls(model, dict(model.named_parameters()), dict(model.named_buffers()), folded,
+                   bn_modules(model))
+
+
+class _Recorder(threading.local):
+    """What the BN layers' hooks record during one forward: per thread, since the loop path's
+    workers run forwards at the same time. ``on`` switches recording on."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.calls: dict[str, int] = {}
 
 
 class GridEvaluator:
@@ -123,10 +140,11 @@ class GridEvaluator:
             layer (``landscape.fold``; checked against the unfused model when built).
         cuda_graphs: on CUDA, replay the loop path's BN statistics forward as a CUDA graph
             (fp32 and tf32; the same kernels, so the same numbers).
-        workers: on a CPU, the loop path evaluates this many points of a group at once, each in
-            a thread of its own with its own copy of the model, sharing the intra-op threads
-            between them (small models keep two cores busier this way than with two threads
-            per operation). None: 1 until ``tune`` measures it. Ignored on GPUs.
+        workers: the loop path evaluates this many points of a group at once, each in a thread
+            of its own with its own copy of the model. On a CPU the threads share the intra-op
+            threads (small models keep two cores busier this way than with two threads per
+            operation); on a GPU each queues its work on a CUDA stream of its own, so that the
+            small kernels of several points run side by side. None: 1 until ``tune`` measures it.
     """
 
     def __init__(
@@ -163,8 +181,7 @@ class GridEvaluator:
         self.bn_names = [n for n, _ in bn_modules(self.model)]
         self._zeros = {n: torch.zeros(m.num_features, device=device) for n, m in bn_modules(self.model)}
         self._stats_model: nn.Module | None = None
-        self._records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._calls: dict[str, int] = {}
+        self._rec = _Recorder()  # BN layers' inputs, recorded by _stats_hook while _rec.on
         self.backoffs: list[str] = []
         self.max_group: int | None = None  # set when a group had to be split for memory
         self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
@@ -175,13 +192,9 @@ class GridEvaluator:
         self._replicas = [_Replica.of(self.model, self._folded)]  # the first is self.model
         self.workers = workers or 1
         self._tune_workers = workers is None  # the user's number is kept
-        self._bn_layers = bn_modules(self.model)
-        self._recording = False  # BN layers' inputs are recorded by _stats_hook while True
+        self._bn_layers = self._replicas[0].bn_layers
         self.cuda_graphs = cuda_graphs
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
-        self._graph: GraphedStep | bool | None = None  # the BN step's CUDA graph; False: none
-        self._graph_calls: dict[str, int] = {}
-        self._bn_acc: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.graph_note = ""
         for name, m in self._bn_layers:  # copied along into the vmap path's stats model
             m.register_forward_pre_hook(self._stats_hook(name))
@@ -225,7 +238,7 @@ class GridEvaluator:
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
-            split = self._back_off(len(weights), exc)
+            split = self._back_off(len(weights), exc, path)
         # Retry only here, after the except block: the exception's traceback holds the failed
         # attempt's frames, and with them every activation it had allocated.
         _release_memory(self._device)
@@ -233,10 +246,18 @@ class GridEvaluator:
             return self._split(weights, buffers, path, max_samples)
         return self._backing_off(weights, buffers, path, max_samples)
 
-    def _back_off(self, points: int, exc: BaseException) -> bool:
-        """After out of memory with ``points`` points: halve the batch (False) or ask for the
-        group to be split (True); a clear error when neither is possible."""
+    def _back_off(self, points: int, exc: BaseException, path: str) -> bool:
+        """After out of memory with ``points`` points: halve the loop path's workers or the
+        batch (False), or ask for the group to be split (True); a clear error when none of
+        these is possible."""
         in_bn, self._failed_in_bn = self._failed_in_bn, False
+        running = min(self.workers, points) if path == "loop" else 1
+        if running > 1:  # fewer points at once need fewer activations (and CUDA graphs)
+            self.workers = running // 2
+            del self._replicas[self.workers :]
+            self.backoffs.append(f"out of memory: {self.workers} point{'s' * (self.workers > 1)} "
+                                 "at once from now on")
+            return False
         if in_bn:  # BN statistics use fixed batches: only fewer points at once help
             if points == 1:
                 raise UserError(
@@ -271,8 +292,8 @@ class GridEvaluator:
         key = {"device": f"{device.type} ({name})", "precision": self.precision,
                "channels_last": self.channels_last, "bn_batch_size": self.bn_batch_size}
         if device.type == "cpu":  # the loop path's worker threads share the intra-op threads
-            key.update(threads=torch.get_num_threads(),
-                       workers="measured" if self._tune_workers else self.workers)
+            key["threads"] = torch.get_num_threads()
+        key["workers"] = "measured" if self._tune_workers else self.workers
         return key
 
     def tune(
@@ -331,18 +352,17 @@ class GridEvaluator:
     def choose_path(
         self, weights: torch.Tensor, buffers: Sequence[dict[str, torch.Tensor]] | None = None
     ) -> PathChoice:
-        """Time both paths on a slice of the data for this group of points (on a CPU with
-        several threads, also the loop path with one worker thread per intra-op thread); pick
-        the fastest. Each candidate is timed twice, interleaved, and keeps its best time, so
-        that a moment of load on a shared machine does not decide."""
+        """Time both paths on a slice of the data for this group of points, and the loop path
+        with several workers (``worker_candidates``); pick the fastest. Each candidate is timed
+        twice, interleaved, and keeps its best time, so that a moment of load on a shared
+        machine does not decide."""
         timings, note = {}, ""
         samples = 2 * self.batch_size
         candidates = {"loop": ("loop", 1), "vmap": ("vmap", 1)}
-        threads = min(torch.get_num_threads(), len(weights))
         if not self._tune_workers:
             candidates["loop"] = ("loop", self.workers)
-        elif self._device.type == "cpu" and threads > 1:
-            candidates[f"loop, {threads} workers"] = ("loop", threads)
+        else:
+            candidates.update(worker_candidates(self._device.type, torch.get_num_threads(), len(weights)))
         previous = self.workers
         try:
             for _ in range(2):
@@ -372,13 +392,13 @@ class GridEvaluator:
             self._load(weights[i], None if buffers is None else buffers[i], replica)
             if self.bn_policy == "recompute" and self._bn_layers:
                 with self._bn_pass():
-                    self._loop_bn_stats_(max_samples, replica.model)
+                    self._loop_bn_stats_(max_samples, replica)
             model = replica.model if replica.folded is None else replica.folded.refresh()
             for split, (x, y) in self.data.splits.items():
                 loss, acc = self._eval_split(model, x, y, max_samples, k=None)
                 out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
 
-        workers = min(self.workers, k) if self._device.type == "cpu" else 1
+        workers = min(self.workers, k)
         if workers == 1:
             for i in range(k):
                 point(i, self._replicas[0])
@@ -387,129 +407,174 @@ class GridEvaluator:
         return GroupResult(out)
 
     def _in_threads(self, point: Callable[[int, _Replica], None], k: int, workers: int) -> None:
-        """Points 0..k-1 on ``workers`` threads, each with its own replica of the model and an
-        equal share of the intra-op threads (restored afterwards). After a failure or an
-        interrupt the other threads stop at their next point."""
+        """Points 0..k-1 on ``workers`` threads, each with its own replica of the model and its
+        share of the device (``_shared_out``). After a failure or an interrupt the other threads
+        stop at their next point."""
         replicas = [self._replica(j) for j in range(workers)]
+        self._capture_graphs(replicas)
         stop = threading.Event()
 
         def work(j: int) -> None:
-            with torch.no_grad(), numerics(self.precision, self._device):  # both are per thread
+            replica = replicas[j]
+            with torch.no_grad(), numerics(self.precision, self._device), _on(replica.stream):  # per thread
                 for i in range(j, k, workers):
                     if stop.is_set():
                         return
-                    point(i, replicas[j])
+                    point(i, replica)
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, threads // workers))  # new threads take the process's setting
+        with self._shared_out(replicas), \
+                ThreadPoolExecutor(workers, thread_name_prefix="landscape-point") as pool:
+            futures = [pool.submit(work, j) for j in range(workers)]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # a failed point, or Ctrl-C in this thread: the others stop
+                stop.set()
+            for f in futures:
+                f.result()
+
+    @contextlib.contextmanager
+    def _shared_out(self, replicas: list[_Replica]):
+        """The device shared out between the workers of ``replicas``. On a CPU: an equal share
+        of the intra-op threads each (new threads take the process's setting; restored
+        afterwards). On a GPU: a stream each, ordered after the work queued before and before
+        the work queued after."""
+        if self._device.type != "cuda":
+            threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, threads // len(replicas)))
+            try:
+                yield
+            finally:
+                torch.set_num_threads(threads)
+            return
+        current = torch.cuda.current_stream(self._device)
+        for r in replicas:
+            r.stream.wait_stream(current)
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="landscape-point") as pool:
-                futures = [pool.submit(work, j) for j in range(workers)]
-                try:
-                    wait(futures, return_when=FIRST_EXCEPTION)
-                finally:  # a failed point, or Ctrl-C in this thread: the others stop
-                    stop.set()
-                for f in futures:
-                    f.result()
+            yield
         finally:
-            torch.set_num_threads(threads)
+            for r in replicas:
+                current.wait_stream(r.stream)
 
     def _replica(self, j: int) -> _Replica:
         while len(self._replicas) <= j:
             model = copy.deepcopy(self.model)
             folded = None if self._folded is None else Folded(model, self._folded.pairs)
             self._replicas.append(_Replica.of(model, folded))
-        return self._replicas[j]
+        replica = self._replicas[j]
+        if replica.stream is None and self._device.type == "cuda":
+            replica.stream = torch.cuda.Stream(self._device)
+        return replica
 
-    def _loop_bn_stats_(self, max_samples, model: nn.Module | None = None) -> None:
-        """Recompute the model's BN statistics in place, over the fixed batches.
+    def _loop_bn_stats_(self, max_samples, replica: _Replica | None = None) -> None:
+        """Recompute the replica's BN statistics in place, over the fixed batches.
 
         On a CPU this is ``recompute_bn_`` (BN's own cumulative average, the fastest there). On
         a GPU that average would read ``num_batches_tracked`` back to the host in every layer on
         every batch, stalling the queue dozens of times a batch, so the same averages are
         summed on the device instead, and the per-batch forward is replayed as a CUDA graph
         (``landscape.cuda_graph``). Both give the same numbers to float rounding."""
+        replica = replica or self._replicas[0]
         inputs = self._limit(self.data.bn_inputs, max_samples)
         if not self.device_sums:
-            recompute_bn_(model or self.model, inputs, batch_size=self.bn_batch_size,
-                          transform=self.data.decode)
+            recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self.data.decode)
             return
-        for _, m in self._bn_layers:  # normalise with batch statistics, update nothing
-            m.train()
-            m.track_running_stats = False
-        self._recording = True
-        try:
-            acc, calls = self._bn_sums(inputs)
-        finally:
-            self._recording = False
-            for _, m in self._bn_layers:
-                m.track_running_stats = True
-                m.eval()
-        for name, m in self._bn_layers:
+        with self._batch_stats(replica):
+            acc, calls = self._bn_sums(replica, inputs)
+        for name, m in replica.bn_layers:
             m.reset_running_stats()  # a layer the forward never used keeps reset statistics
             if calls.get(name):
                 m.running_mean.copy_(acc[name][0] / calls[name])
                 m.running_var.copy_(acc[name][1] / calls[name])
                 m.num_batches_tracked.fill_(calls[name])
 
-    def _bn_sums(self, inputs: torch.Tensor) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int]]:
+    @contextlib.contextmanager
+    def _batch_stats(self, replica: _Replica):
+        """The replica's BN layers normalise with batch statistics and update nothing, while
+        this thread records their inputs."""
+        for _, m in replica.bn_layers:
+            m.train()
+            m.track_running_stats = False
+        self._rec.on = True
+        try:
+            yield
+        finally:
+            self._rec.on = False
+            for _, m in replica.bn_layers:
+                m.track_running_stats = True
+                m.eval()
+
+    def _bn_sums(self, replica: _Replica, inputs: torch.Tensor
+                 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int]]:
         """Each BN layer's sums of batch means and variances over the fixed batches, and how
         often it ran. Full batches go through the CUDA graph when there is one."""
-        acc = self._accumulators()
+        acc, step = self._accumulators(replica), self._bn_step(replica)
         calls: dict[str, int] = {}
-        step = self._bn_step(acc)
         full = len(inputs) // self.bn_batch_size * self.bn_batch_size
-        graph = self._bn_graph(step, inputs[: self.bn_batch_size], acc) if full else None
+        graph = self._bn_graph(replica, inputs[: self.bn_batch_size]) if full else None
         _zero(acc)
         for start in range(0, len(inputs), self.bn_batch_size):
             xb = inputs[start : start + self.bn_batch_size]
             if graph is not None and start < full:
                 graph(xb)
-                counts = self._graph_calls
+                counts = replica.graph_calls
             else:
                 step(xb)
-                counts = self._calls
+                counts = self._rec.calls
             for name, c in counts.items():
                 calls[name] = calls.get(name, 0) + c
         return acc, calls
 
-    def _accumulators(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if self._bn_acc is None:
-            self._bn_acc = {name: (torch.zeros(m.num_features, device=self._device),
-                                   torch.zeros(m.num_features, device=self._device))
-                            for name, m in self._bn_layers}
-        return self._bn_acc
+    def _accumulators(self, replica: _Replica) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if replica.acc is None:
+            replica.acc = {name: (torch.zeros(m.num_features, device=self._device),
+                                  torch.zeros(m.num_features, device=self._device))
+                           for name, m in replica.bn_layers}
+        return replica.acc
 
-    def _bn_step(self, acc):
-        """One fixed batch of the BN pass: a forward whose BN inputs ``_stats_hook`` records,
-        added to the accumulators."""
+    def _bn_step(self, replica: _Replica) -> Callable[[torch.Tensor], None]:
+        """One fixed batch of the BN pass: a forward of the replica whose BN inputs
+        ``_stats_hook`` records, added to the replica's accumulators."""
+        acc, rec = self._accumulators(replica), self._rec  # rec's fields are the calling thread's
+
         def step(xb: torch.Tensor) -> None:
-            self._records.clear()
-            self._calls.clear()
-            self.model(self.data.batch(xb))
-            for name, (mean, var) in self._records.items():
+            rec.records.clear()
+            rec.calls.clear()
+            replica.model(self.data.batch(xb))
+            for name, (mean, var) in rec.records.items():
                 acc[name][0].add_(mean)
                 acc[name][1].add_(var)
 
         return step
 
-    def _bn_graph(self, step, example: torch.Tensor, acc) -> GraphedStep | None:
-        """The BN step as a CUDA graph, captured once and checked against the eager step on
-        one batch (None off CUDA, under bf16 autocast, or when capture or check fails: then
-        every batch runs eagerly, with the same numbers)."""
+    def _capture_graphs(self, replicas: list[_Replica]) -> None:
+        """Capture the replicas' BN graphs one after the other on this thread, before their
+        workers start: a capture must not overlap other threads' work on the GPU."""
+        inputs = self.data.bn_inputs
+        if self.bn_policy != "recompute" or not self.device_sums or inputs is None:
+            return
+        if self._bn_layers and len(inputs) >= self.bn_batch_size:
+            for replica in replicas:
+                with self._batch_stats(replica):
+                    self._bn_graph(replica, inputs[: self.bn_batch_size])
+
+    def _bn_graph(self, replica: _Replica, example: torch.Tensor) -> GraphedStep | None:
+        """The replica's BN step as a CUDA graph, captured once and checked against the eager
+        step on one batch (None off CUDA, under bf16 autocast, or when capture or check fails:
+        then every batch runs eagerly, with the same numbers)."""
         if not (self.cuda_graphs and self._device.type == "cuda" and self.precision != "bf16"):
             return None
-        if self._graph is None:
+        if replica.graph is None:
+            step = self._bn_step(replica)
             try:
                 graph = GraphedStep(step, example)
-                self._graph_calls = dict(self._calls)  # what one forward records
-                self._graph = graph if _same_sums(graph, step, example, acc) else False
-                self.graph_note = "used" if self._graph else \
+                replica.graph_calls = dict(self._rec.calls)  # what one forward records
+                replica.graph = graph if _same_sums(graph, step, example, replica.acc) else False
+                self.graph_note = "used" if replica.graph else \
                     "not used: its BN sums differ from the eager step's"
             except RuntimeError as exc:  # out of memory too: the eager step needs less
-                self._graph = False
+                replica.graph = False
                 self.graph_note = f"not used: {str(exc).splitlines()[0][:160]}"
-        return self._graph or None
+        return replica.graph or None
 
     def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None,
               replica: _Replica | None = None) -> None:
@@ -551,25 +616,27 @@ class GridEvaluator:
         in another order than they are registered, or run twice, are handled."""
         model = self._get_stats_model()
 
+        rec = self._rec
+
         def one(p, x):
-            self._records.clear()
-            self._calls.clear()
+            rec.records.clear()
+            rec.calls.clear()
             functional_call(model, p, (x,))
-            return tuple(t for name in self.bn_names for t in self._records.get(
+            return tuple(t for name in self.bn_names for t in rec.records.get(
                 name, (self._zeros[name], self._zeros[name])))
 
         fn = vmap(one, in_dims=(0, None))
         sums: list[torch.Tensor] | None = None
         calls: dict[str, int] = {}
-        self._recording = True
+        rec.on = True
         try:
             for xb in fixed_batches(self._limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
                 stats = fn(params, _standard(self.data.batch(xb)))
                 sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
                 for name in self.bn_names:  # recorded on the last call of `one`
-                    calls[name] = calls.get(name, 0) + self._calls.get(name, 0)
+                    calls[name] = calls.get(name, 0) + rec.calls.get(name, 0)
         finally:
-            self._recording = False
+            rec.on = False
         k = len(next(iter(params.values())))
         out = {}
         for j, name in enumerate(self.bn_names):
@@ -599,16 +666,17 @@ class GridEvaluator:
 
         def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             self = owner()
-            if self is None or not self._recording:
+            if self is None or not self._rec.on:
                 return
+            rec = self._rec  # this thread's records
             x = args[0].float()  # statistics in fp32, also under bf16 autocast
             dims = [0, *range(2, x.dim())]  # every dim but channels
             var, mean = torch.var_mean(x, dims, correction=1)
-            if name in self._records:  # the layer runs again in the same forward
-                prev_mean, prev_var = self._records[name]
+            if name in rec.records:  # the layer runs again in the same forward
+                prev_mean, prev_var = rec.records[name]
                 mean, var = prev_mean + mean, prev_var + var
-            self._records[name] = (mean, var)
-            self._calls[name] = self._calls.get(name, 0) + 1
+            rec.records[name] = (mean, var)
+            rec.calls[name] = rec.calls.get(name, 0) + 1
 
         return record
 
@@ -667,6 +735,18 @@ class GridEvaluator:
         return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
 
 
+def worker_candidates(device_type: str, threads: int, points: int) -> dict[str, tuple[str, int]]:
+    """The loop path's worker counts ``--engine auto`` times besides one, as {label: ("loop",
+    workers)}: on a CPU one worker per intra-op thread; on a GPU 2, 4 and 8 streams (the
+    workers' small kernels run side by side). Never more workers than points."""
+    if device_type == "cpu":
+        counts = [min(threads, points)]
+    else:
+        counts = [n for n in (2, 4, 8) if n <= points]
+    unit = "workers" if device_type == "cpu" else "streams"
+    return {f"loop, {n} {unit}": ("loop", n) for n in counts if n > 1}
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -691,6 +771,16 @@ def _same_sums(graph: GraphedStep, step, x: torch.Tensor, acc) -> bool:
         run(x)
         results.append([t.clone() for pair in acc.values() for t in pair])
     return all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(*results))
+
+
+def _on(stream) -> contextlib.AbstractContextManager:
+    """Queue this thread's GPU work on ``stream``, with the stream's device current (a new
+    thread starts on device 0); nothing to do without a stream."""
+    stack = contextlib.ExitStack()
+    if stream is not None:
+        stack.enter_context(torch.cuda.device(stream.device))
+        stack.enter_context(torch.cuda.stream(stream))
+    return stack
 
 
 def _standard(x: torch.Tensor) -> torch.Tensor:

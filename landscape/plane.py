@@ -53,8 +53,9 @@ class PlaneConfig:
         precision: ``fp32``, ``tf32`` or ``bf16`` (``landscape.numerics``; the last two change
             the numbers, so they are part of the file's identity).
         channels_last: channels-last memory format for 4-D tensors (engine knob).
-        workers: on a CPU, points evaluated at once by the loop path, each in its own thread
-            (engine knob; None: measured with ``engine="auto"``, else 1).
+        workers: points evaluated at once by the loop path, each in its own thread (on a GPU
+            each on its own CUDA stream) (engine knob; None: measured with ``engine="auto"``,
+            else 1).
     """
 
     grid: int = 21

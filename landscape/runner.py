@@ -202,8 +202,8 @@ def _broadcast(group: Group, value):
 
 def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: int,
           tune_group: bool, w, bufs) -> tuple[str, int, int, int | None, int]:
-    """(path, batch size, group size, largest group after out-of-memory back-offs, CPU worker
-    threads of the loop path): the user's, a resumed run's, or measured now."""
+    """(path, batch size, group size, largest group after out-of-memory back-offs, workers of
+    the loop path): the user's, a resumed run's, or measured now."""
     previous = store.config["runtime"].get("engine") or {}
     if engine != "auto":
         mine = {"path": engine, "batch_size": evaluator.batch_size, "workers": evaluator.workers}
@@ -214,12 +214,12 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
                                          "tuned_for": evaluator.tuning_key()})
             previous = {}
         return (engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
-                previous.get("max_group"), evaluator.workers)
+                previous.get("max_group"), previous.get("workers_after_backoff", evaluator.workers))
     key = evaluator.tuning_key()
     if previous.get("chosen_by") == "measured" and previous.get("tuned_for") == key:  # resumed run
         return (previous["path"], previous.get("batch_size_after_backoff", previous["batch_size"]),
                 previous["group_size"], previous.get("max_group"),  # with what its back-offs learnt
-                previous.get("workers", 1))
+                previous.get("workers_after_backoff", previous.get("workers", 1)))
     groups = (max(1, group_size // 2), group_size, 2 * group_size) if tune_group else ()
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
     note = tuning.note
@@ -243,6 +243,7 @@ def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: in
         return seen
     engine = dict(store.config["runtime"].get("engine") or {})
     engine.update(backoffs=engine.get("backoffs", []) + evaluator.backoffs[seen:],  # an earlier run's too
-                  batch_size_after_backoff=evaluator.batch_size, max_group=evaluator.max_group)
+                  batch_size_after_backoff=evaluator.batch_size, max_group=evaluator.max_group,
+                  workers_after_backoff=evaluator.workers)
     store.set_runtime("engine", engine)
     return len(evaluator.backoffs)

@@ -78,9 +78,11 @@ def test_suite_smoke_run(tmp_path):
     assert demo["other_path"]["path"] in ("loop", "vmap") and demo["other_path"]["path"] != demo["tuning"]["path"]
     assert r["cases"][3]["other_path"] is None  # switched off for that case
     assert "channels_last" in proc.stdout
+    assert r["cases"][3]["notes"][0].startswith("timm:resnet10t")  # the smoke's stand-in
     peer = r["cases"][1]
     assert peer["peer_visited_b_steps"][0] == [1.0, 2.0, 3.0]  # its documented grid offset
     scaling = r["cases"][4]
-    assert [row["grid"] for row in scaling["grid_rows"]] == [3, 5]
-    assert [row["processes"] for row in scaling["process_rows"]] == [1, 2]
+    assert [row["grid"] for row in scaling["grid_rows"]] == [3]  # one grid, torchrun with 2 processes
+    assert [row["processes"] for row in scaling["process_rows"]] == [2]
+    assert all(row["seconds"] > 0 for row in scaling["grid_rows"] + scaling["process_rows"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

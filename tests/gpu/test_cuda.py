@@ -139,7 +139,7 @@ def test_the_loop_paths_bn_pass_never_waits_for_the_gpu():
     ev._load(w[0], None)
     with numerics("fp32", CUDA):
         ev._loop_bn_stats_(None)  # the first pass captures the CUDA graph
-    assert ev._graph, ev.graph_note
+    assert ev._replicas[0].graph, ev.graph_note
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -165,6 +165,23 @@ def test_the_cuda_graph_bn_pass_gives_the_eager_numbers(decode):
         ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=32, batch_size=64,
                            cuda_graphs=graphs)
         results[graphs] = ev.evaluate(w, path="loop").metrics
-        assert bool(ev._graph) is graphs, ev.graph_note
+        assert bool(ev._replicas[0].graph) is graphs, ev.graph_note
     for split in splits:
         np.testing.assert_allclose(results[True][split]["loss"], results[False][split]["loss"], atol=1e-6, rtol=0)
+
+
+def test_points_on_several_cuda_streams_give_one_point_at_a_times_numbers():
+    """4 workers, each on a stream of its own with its own CUDA graph of the BN pass and its own
+    accumulators: the numbers of one point at a time. The tuner times 2, 4 and 8 streams."""
+    model, layout, splits, w = _case(n_train=300)
+    w = w.repeat(3, 1)  # 9 points: uneven shares
+    alone = _evaluator(model, layout, splits, workers=1).evaluate(w, path="loop").metrics
+    ev = _evaluator(model, layout, splits, workers=4)
+    got = ev.evaluate(w, path="loop").metrics
+    assert len(ev._replicas) == 4 and all(r.graph for r in ev._replicas), ev.graph_note
+    assert len({r.stream.cuda_stream for r in ev._replicas}) == 4
+    for split in splits:
+        np.testing.assert_allclose(got[split]["loss"], alone[split]["loss"], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(got[split]["acc"], alone[split]["acc"])
+    tuning = _evaluator(model, layout, splits).tune(w[:8])
+    assert {"loop, 2 streams", "loop, 4 streams", "loop, 8 streams"} <= set(tuning.seconds_per_point)

@@ -60,11 +60,11 @@ def test_worker_threads_stop_on_a_failure_and_restore_the_thread_count(setup, mo
     ev = _evaluator_with(setup, workers=2)
     original, started = GridEvaluator._loop_bn_stats_, []
 
-    def third_point_fails(self, max_samples, model=None):
+    def third_point_fails(self, max_samples, replica=None):
         started.append(threading.current_thread().name)
         if len(started) == 3:
             raise ValueError("broken point")
-        return original(self, max_samples, model)
+        return original(self, max_samples, replica)
 
     monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", third_point_fails)
     threads = torch.get_num_threads()
@@ -73,6 +73,50 @@ def test_worker_threads_stop_on_a_failure_and_restore_the_thread_count(setup, mo
     assert torch.get_num_threads() == threads
     assert 3 <= len(started) <= 4 and all(n.startswith("landscape-point") for n in started)
     assert len(set(started)) == 2  # both threads ran
+
+
+def test_workers_gathering_bn_statistics_the_gpu_way_keep_them_apart(setup):
+    """The GPU's BN pass (sums on the device, recorded by hooks) run on the CPU by 3 workers
+    at once: each thread's hooks record into its own records and each replica sums into its
+    own accumulators, so the numbers are those of one point at a time."""
+    weights = torch.cat([setup[2]] * 2)  # 10 points
+    reference = _evaluator_with(setup, workers=1, batch_size=64).evaluate(weights, path="loop")
+    ev = _evaluator_with(setup, workers=3, batch_size=64)
+    ev.device_sums = True
+    _assert_same(ev.evaluate(weights, path="loop"), reference, atol=1e-6)
+    assert len(ev._replicas) == 3 and len({id(r.acc) for r in ev._replicas}) == 3
+
+
+def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch):
+    """Each worker holds a replica and its activations (on a GPU also a CUDA graph): fewer
+    points at once is the first back-off, before the batch or the group."""
+    import threading
+
+    weights = setup[2]
+    reference = _evaluator_with(setup, workers=1, batch_size=64).evaluate(weights, path="loop")
+    ev = _evaluator_with(setup, workers=8, batch_size=64)
+    original = GridEvaluator._loop_bn_stats_
+
+    def only_alone(self, max_samples, replica=None):
+        if threading.current_thread().name.startswith("landscape-point"):
+            raise OutOfMemoryError("CUDA out of memory (simulated, several points at once)")
+        return original(self, max_samples, replica)
+
+    monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", only_alone)
+    _assert_same(ev.evaluate(weights, path="loop"), reference)
+    assert ev.backoffs == ["out of memory: 2 points at once from now on",  # 5 points ran at once
+                           "out of memory: 1 point at once from now on"]
+    assert ev.workers == 1 and len(ev._replicas) == 1 and ev.batch_size == 64 and ev.max_group is None
+
+
+def test_the_tuner_times_one_worker_per_cpu_thread_and_a_few_gpu_streams():
+    from landscape.engine import worker_candidates
+
+    assert worker_candidates("cpu", 2, 8) == {"loop, 2 workers": ("loop", 2)}
+    assert worker_candidates("cpu", 16, 5) == {"loop, 5 workers": ("loop", 5)}
+    assert worker_candidates("cpu", 1, 8) == {} and worker_candidates("cpu", 4, 1) == {}
+    assert worker_candidates("cuda", 1, 8) == {f"loop, {n} streams": ("loop", n) for n in (2, 4, 8)}
+    assert worker_candidates("cuda", 1, 3) == {"loop, 2 streams": ("loop", 2)}
 
 
 def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
@@ -223,6 +267,8 @@ def test_a_resumed_run_reuses_its_tuning_only_where_it_was_measured(setup, monke
                 "batch_size_after_backoff": 8, "max_group": 2, "workers": 3}
     monkeypatch.setattr(ev, "tune", lambda *a, **k: pytest.fail("a resumed run on the same device re-tuned"))
     assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 3)
+    backed_off = dict(recorded, workers_after_backoff=1)  # with what its back-offs learnt
+    assert _tune(_Store(backed_off), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 1)
     monkeypatch.undo()
     for elsewhere in ({**here, "device": "cuda (NVIDIA H200)"}, {**here, "threads": here["threads"] + 1}):
         store = _Store(dict(recorded, tuned_for=elsewhere))
