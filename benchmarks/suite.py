@@ -382,7 +382,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
              title="cost against grid size")
     rows = scaling["process_rows"]
     right.plot([r["processes"] for r in rows], [r["points_per_s"] for r in rows], "o-", label="measured")
-    right.plot([r["processes"] for r in rows], [rows[0]["points_per_s"] * r["processes"] for r in rows],
+    one = rows[0]["points_per_s"] / rows[0]["processes"]  # per process, at the fewest processes
+    right.plot([r["processes"] for r in rows], [one * r["processes"] for r in rows],
                "--", color="grey", label="linear")
     right.set(xlabel="torchrun processes", ylabel="points / s", title="points per second against processes",
               xticks=[r["processes"] for r in rows])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import threading
 import time
 import weakref
@@ -196,6 +197,7 @@ class GridEvaluator:
         self.cuda_graphs = cuda_graphs
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
         self.graph_note = ""
+        self._threads: tuple[ThreadPoolExecutor, int] | None = None  # GPU workers' threads, size
         for name, m in self._bn_layers:  # copied along into the vmap path's stats model
             m.register_forward_pre_hook(self._stats_hook(name))
 
@@ -254,7 +256,7 @@ class GridEvaluator:
         running = min(self.workers, points) if path == "loop" else 1
         if running > 1:  # fewer points at once need fewer activations (and CUDA graphs)
             self.workers = running // 2
-            del self._replicas[self.workers :]
+            self._keep_replicas(self.workers)
             self.backoffs.append(f"out of memory: {self.workers} point{'s' * (self.workers > 1)} "
                                  "at once from now on")
             return False
@@ -363,16 +365,21 @@ class GridEvaluator:
             candidates["loop"] = ("loop", self.workers)
         else:
             candidates.update(worker_candidates(self._device.type, torch.get_num_threads(), len(weights)))
-        previous = self.workers
+        previous, too_many = self.workers, set()
         try:
             for _ in range(2):
                 for label, (path, self.workers) in candidates.items():
-                    if note.startswith(path):
+                    if note.startswith(path) or label in too_many:
                         continue
+                    n = self.workers
                     try:
                         t = self._time(weights, buffers, path, self.batch_size, samples=samples)
                     except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
                         note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+                        continue
+                    if self.workers < n:  # out of memory with n points at once: not a candidate
+                        too_many.add(label)
+                        timings.pop(label, None)
                         continue
                     timings[label] = min(t, timings.get(label, float("inf")))
         finally:
@@ -380,6 +387,7 @@ class GridEvaluator:
         if not timings:
             raise RuntimeError(f"no evaluation path works for this model ({note})")
         best = min(timings, key=timings.get)
+        self._keep_replicas(candidates[best][1] if candidates[best][0] == "loop" else 1)
         return PathChoice(candidates[best][0], timings, note, candidates[best][1])
 
     # ------------------------------------------------------------------ loop path
@@ -422,15 +430,31 @@ class GridEvaluator:
                         return
                     point(i, replica)
 
-        with self._shared_out(replicas), \
-                ThreadPoolExecutor(workers, thread_name_prefix="landscape-point") as pool:
+        with self._shared_out(replicas), self._pool(workers) as pool:
             futures = [pool.submit(work, j) for j in range(workers)]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
-            finally:  # a failed point, or Ctrl-C in this thread: the others stop
+            finally:  # a failed point, or Ctrl-C in this thread: the others stop at their next
                 stop.set()
+                wait(futures)
             for f in futures:
                 f.result()
+
+    @contextlib.contextmanager
+    def _pool(self, workers: int):
+        """Threads for ``workers`` workers. On a CPU new ones each time: a new thread takes the
+        intra-op thread count set just before. On a GPU the same ones for the evaluator's life:
+        cuDNN keeps its tuned convolution plans per thread, so new threads would tune again."""
+        if self._device.type != "cuda":
+            with ThreadPoolExecutor(workers, thread_name_prefix="landscape-point") as pool:
+                yield pool
+            return
+        if self._threads is None or self._threads[1] < workers:
+            if self._threads is not None:
+                self._threads[0].shutdown()
+            size = max(workers, 8)
+            self._threads = ThreadPoolExecutor(size, thread_name_prefix="landscape-point"), size
+        yield self._threads[0]
 
     @contextlib.contextmanager
     def _shared_out(self, replicas: list[_Replica]):
@@ -454,6 +478,13 @@ class GridEvaluator:
         finally:
             for r in replicas:
                 current.wait_stream(r.stream)
+
+    def _keep_replicas(self, n: int) -> None:
+        """Drop the replicas (with their CUDA graphs) beyond the first ``n``: the tuner makes
+        as many as its largest candidate needs."""
+        if len(self._replicas) > n:
+            del self._replicas[max(1, n) :]
+            _release_memory(self._device)
 
     def _replica(self, j: int) -> _Replica:
         while len(self._replicas) <= j:
@@ -569,11 +600,12 @@ class GridEvaluator:
                 graph = GraphedStep(step, example)
                 replica.graph_calls = dict(self._rec.calls)  # what one forward records
                 replica.graph = graph if _same_sums(graph, step, example, replica.acc) else False
-                self.graph_note = "used" if replica.graph else \
-                    "not used: its BN sums differ from the eager step's"
+                if not replica.graph:
+                    self.graph_note = "not used: its BN sums differ from the eager step's"
             except RuntimeError as exc:  # out of memory too: the eager step needs less
                 replica.graph = False
                 self.graph_note = f"not used: {str(exc).splitlines()[0][:160]}"
+            self.graph_note = self.graph_note or "used"  # a replica's failure stays visible
         return replica.graph or None
 
     def _load(self, w: torch.Tensor, buffers: dict[str, torch.Tensor] | None,
@@ -798,6 +830,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _release_memory(device: torch.device) -> None:
+    """Free what a failed attempt held. A worker thread's exception sits in a reference cycle
+    (its future, its traceback, the frame that holds the futures), which only the cycle collector
+    breaks; then the freed GPU blocks go back to the driver."""
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

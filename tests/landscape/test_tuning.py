@@ -109,6 +109,26 @@ def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch
     assert ev.workers == 1 and len(ev._replicas) == 1 and ev.batch_size == 64 and ev.max_group is None
 
 
+def test_a_worker_count_that_runs_out_of_memory_while_tuned_is_no_candidate(setup, monkeypatch):
+    import threading
+
+    original = GridEvaluator._loop_bn_stats_
+
+    def only_alone(self, max_samples, replica=None):
+        if threading.current_thread().name.startswith("landscape-point"):
+            raise OutOfMemoryError("CUDA out of memory (simulated, several points at once)")
+        return original(self, max_samples, replica)
+
+    monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", only_alone)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tuner times 2 workers
+    try:
+        choice = _evaluator(setup).choose_path(setup[2][:4])
+    finally:
+        torch.set_num_threads(threads)
+    assert set(choice.seconds_per_point) == {"loop", "vmap"} and choice.workers == 1
+
+
 def test_the_tuner_times_one_worker_per_cpu_thread_and_a_few_gpu_streams():
     from landscape.engine import worker_candidates
 
@@ -127,6 +147,7 @@ def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
     assert tuning.batch_size in (16, 64, N_TRAIN) and ev.batch_size == tuning.batch_size
     assert {"loop", "vmap", "batch=16", "batch=64", f"batch={N_TRAIN}"} <= set(tuning.seconds_per_point)
     assert all(s > 0 for s in tuning.seconds_per_point.values())
+    assert len(ev._replicas) == tuning.workers  # the replicas of larger candidates are gone
     if tuning.path == "vmap":
         assert tuning.group_size in (1, 2, 4) and "group=4" in tuning.seconds_per_point
     else:
