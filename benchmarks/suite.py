@@ -322,7 +322,7 @@ def table(result: dict[str, Any]) -> str:
             f"{r['case']:<10}{r['grid']:>5}{r['samples']['train']:>7}/{r['samples']['test']:<5}"
             f"{r['engine']['points_per_s']:>13.2f}{r['naive']['points_per_s']:>10.2f}{r['ratio']:>7.1f}x"
             f"{r['max_abs_diff']['loss']:>12.1e}{r['max_abs_diff']['acc']:>11.1e}{gf:>9}{frac:>7}"
-            f"  {t['path']}{_workers(t)}, batch {t['batch_size']}, group {t['group_size']}{_bn_share(r)}")
+            f"  {t['path']}{_workers(t, r['device'])}, batch {t['batch_size']}, group {t['group_size']}{_bn_share(r)}")
     by_precision = result.get("matmul_flops_per_s_by_precision")
     if by_precision:
         lines[1] += "; " + ", ".join(f"{p} {v / 1e12:.1f} TFLOP/s" for p, v in by_precision.items())
@@ -344,8 +344,9 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _workers(tuning: dict[str, Any]) -> str:
-    return f" x{tuning['workers']} threads" if tuning.get("workers", 1) > 1 else ""
+def _workers(tuning: dict[str, Any], device: str) -> str:
+    unit = "streams" if device.startswith("cuda") else "threads"
+    return f" x{tuning['workers']} {unit}" if tuning.get("workers", 1) > 1 else ""
 
 
 def _bn_share(case: dict[str, Any]) -> str:
