@@ -100,6 +100,7 @@ class PlaneCase:
     options: tuple[str, ...] | None = None  # engine options to time (None: all that apply)
     other_path: bool = True  # also time the path the tuner did not choose
     notes: list[str] = field(default_factory=list)
+    report: Callable[[dict[str, Any]], None] | None = None  # gets the headline figures first
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,9 @@ def engine_points(naive: list, others: list, n: int, group: int) -> list:
 
 
 def measure(case: PlaneCase) -> dict[str, Any]:
-    """Engine (tuned as ``landscape plane --engine auto``) and naive loop on the same points."""
+    """Engine (tuned as ``landscape plane --engine auto``) and naive loop on the same points.
+    The headline figures go to ``case.report`` before the extras (options, the path not chosen,
+    the BN share) are timed, so that a run cut short by a time limit keeps them."""
     device = torch.device(case.device)
     layout, basis, x, y = plane_geometry(case.models, case.grid)
     data = EvalData({"train": resident(case.train, device), "test": resident(case.test, device)})
@@ -154,20 +157,15 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     tuning = evaluator.tune(weights(others[: case.group_size]),
                             group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
     tune_seconds = time.perf_counter() - start
+    log(f"{case.name}: tuned in {tune_seconds:.1f} s ({tuning.path}, batch {tuning.batch_size}, group "
+        f"{tuning.group_size}, {tuning.workers} worker(s)); timing the engine and the naive loop")
     engine_sample = engine_points(naive_sample, others, case.engine_points, tuning.group_size)
     engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
     flops = flops_per_point(evaluator, weights(engine_sample[:1]))
-    without_bn = time_without_bn(case, layout, data, tuning, weights(engine_sample[:2]))
-    other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
-    other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
-                  if case.other_path else None)
-    log(f"{case.name}: engine {engine.points_per_s:.2f} points/s ({tuning.path}, batch "
-        f"{tuning.batch_size}, group {tuning.group_size}, {tuning.workers} worker(s)); timing the naive loop")
-    options = time_options(case, layout, data, tuning, weights, engine, engine_sample)
     at = [engine_sample.index(p) for p in naive_sample]
     diff = {m: max(float(np.max(np.abs(engine.metrics[s][m][at] - naive.metrics[s][m])))
                    for s in naive.metrics) for m in ("loss", "acc")}
-    return {
+    result = {
         "case": case.name, "device": str(device), "grid": case.grid,
         "samples": {"train": len(case.train), "test": len(case.test)},
         "bn": "recompute", "bn_batch_size": case.bn_batch_size,
@@ -176,15 +174,24 @@ def measure(case: PlaneCase) -> dict[str, Any]:
                    "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs,
                    "cuda_graph": evaluator.graph_note or None},
         "engine": _timing(engine), "naive": _timing(naive),
-        "engine_seconds_per_point_without_bn": without_bn,
-        "other_path": None if other_path is None else {"path": other, **_timing(other_path)},
         "ratio": engine.points_per_s / naive.points_per_s,
         "max_abs_diff": diff,
         "flops_per_point": flops,
         "engine_flops_per_s": flops * engine.points_per_s,
-        "options": options,
         "notes": case.notes,
     }
+    log(f"{case.name}: engine {engine.points_per_s:.3g} points/s, naive {naive.points_per_s:.3g}, ratio "
+        f"{result['ratio']:.1f}x, {result['engine_flops_per_s'] / 1e9:.1f} GFLOP/s, max |dloss| {diff['loss']:.1e}")
+    if case.report is not None:
+        case.report({**result, "partial": "the extras (options, other path, BN share) were not timed yet"})
+    w2 = weights(engine_sample[:2])
+    result["engine_seconds_per_point_without_bn"] = time_without_bn(case, layout, data, tuning, w2)
+    other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
+    other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
+                  if case.other_path else None)
+    result["other_path"] = None if other_path is None else {"path": other, **_timing(other_path)}
+    result["options"] = time_options(case, layout, data, tuning, weights, engine, engine_sample)
+    return result
 
 
 def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sample) -> dict:

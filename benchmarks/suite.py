@@ -165,7 +165,8 @@ def case_demo(args, size, tmp) -> dict[str, Any]:
                      mnist1d_split("test", size["test"]), grid=size["grid"],
                      naive_points=size["naive"], engine_points=size["engine"], device=args.device,
                      group_size=size.get("group", 8), options=size.get("options", CPU_OPTIONS),
-                     other_path=size.get("other_path", True), notes=[f"checkpoints: {source}"])
+                     other_path=size.get("other_path", True), notes=[f"checkpoints: {source}"],
+                     report=args.report)
     return measure(case)
 
 
@@ -177,7 +178,8 @@ def case_image(name, arch, classes, args, size, tmp, **kw) -> dict[str, Any]:
                      engine_points=size["engine"], batch_size=size.get("batch", 256),
                      group_size=size.get("group", 8), device=args.device,
                      options=size.get("options", CPU_OPTIONS), other_path=size.get("other_path", True),
-                     notes=[f"{arch}, random weights, synthetic {size['px']} px uint8 images"])
+                     notes=[f"{arch}, random weights, synthetic {size['px']} px uint8 images"],
+                     report=args.report)
     return measure(case)
 
 
@@ -436,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     if torch.device(args.device).type == "cuda":
         result["matmul_flops_per_s_by_precision"] = {
             p: matmul_flops_per_s(args.device, precision=p) for p in ("fp32", "tf32", "bf16")}
+    # a case's headline figures are written as soon as they exist, marked partial until it ends
+    args.report = lambda case: write_json({**result, "cases": [*result["cases"], case]}, args.json)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in args.cases:
             log(f"case {name}")

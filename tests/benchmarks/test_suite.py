@@ -15,7 +15,15 @@ from torch import nn
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from bench_lib import PerSample, flops_per_point, image_transform, resident, vector_transform  # noqa: E402
+from bench_lib import (  # noqa: E402
+    PerSample,
+    PlaneCase,
+    flops_per_point,
+    image_transform,
+    measure,
+    resident,
+    vector_transform,
+)
 
 from landscape.engine import EvalData, GridEvaluator  # noqa: E402
 from landscape.geometry import ParamLayout  # noqa: E402
@@ -35,6 +43,26 @@ def test_flops_per_point_counts_every_pass_analytically():
     w = layout.flatten(model.state_dict())[None]
     per_sample = 2 * 8 * 16 + 2 * 16 * 3
     assert flops_per_point(ev, w) == per_sample * (40 + 40 + 25)
+
+
+def test_a_case_reports_its_headline_figures_before_the_extras():
+    """A GPU run has minutes: what a time limit cuts short must not take the ratio with it."""
+    torch.manual_seed(0)
+    models = tuple(nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)).eval()
+                   for _ in range(3))
+
+    def split(n):
+        return PerSample(torch.randn(n, 8).numpy(), torch.randint(0, 3, (n,)).numpy(), vector_transform())
+
+    reported = []
+    case = PlaneCase("tiny", models, split(48), split(24), grid=3, naive_points=1, engine_points=2,
+                     bn_batch_size=16, naive_batch_size=16, batch_size=16, group_size=2, options=("bf16",),
+                     other_path=True, report=lambda r: reported.append(dict(r)))
+    final = measure(case)
+    assert len(reported) == 1 and "partial" in reported[0]
+    assert not {"options", "other_path", "engine_seconds_per_point_without_bn"} & set(reported[0])
+    assert reported[0]["ratio"] == final["ratio"] and final["max_abs_diff"]["loss"] < 1e-5
+    assert "partial" not in final and set(final["options"]) == {"bf16"} and final["other_path"]["points"] == 2
 
 
 def test_per_sample_dataset_transforms_like_torchvision():
