@@ -27,11 +27,12 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N (default: auto)")
 
 
-def add_data(p: argparse.ArgumentParser, default: str | None = None) -> None:
+def add_data(p: argparse.ArgumentParser, default: str | None = None,
+             unset: str = "the one recorded in the checkpoints") -> None:
+    """--data (``unset`` says what None means), --data-root and --download."""
     p.add_argument("--data", default=default,
                    help="dataset: mnist1d, mnist1d-source, cifar10, cifar100 or imagefolder:PATH"
-                   + (f" (default: {default})" if default else
-                      " (default: the one recorded in the checkpoints)"))
+                   + f" (default: {default or unset})")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (CIFAR) or the MNIST-1D cache")
     p.add_argument("--download", action="store_true",

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ensemble", help="ensemble metrics, diversity, soups and OOD by size",
                        description=__doc__, epilog=EXAMPLES)
     p.add_argument("runs", nargs="+", help="run directories written by `landscape train`")
-    p.add_argument("--out", default="ensemble-report", help="output directory")
+    p.add_argument("--out", default="ensemble-report", help="output directory (default: ensemble-report)")
     p.add_argument("--ood", default=None, help="mnist1d-c or cifar100c:PATH")
     p.add_argument("--no-soups", action="store_true", help="skip the uniform soups")
     p.add_argument("--data-root", default=None, help="folder holding the dataset files")

@@ -10,8 +10,8 @@ from cli.common import add_arch_for_pt
 
 EXAMPLES = """examples:
   landscape info m1.safetensors
-  landscape info runs/demo/plane.h5
-  landscape info runs/demo/plane.h5 --json
+  landscape info runs/demo/planes/sse-semilocal/plane.h5
+  landscape info runs/demo/planes/sse-semilocal/plane.h5 --json
   landscape info runs/demo/paths/sse-semilocal/paths.h5
 """
 

@@ -35,7 +35,7 @@ EPILOG = """examples:
   landscape ensemble runs/starsse --ood mnist1d-c
   landscape plane m1.safetensors m2.safetensors m3.safetensors
   landscape interp runs/starsse
-  landscape info runs/demo/plane.h5
+  landscape info runs/demo/planes/sse-semilocal/plane.h5
   landscape recover runs/plane/plane.h5
 """
 

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="sse or starsse")
     p.add_argument("--pretrained", required=True, help="pre-trained checkpoint")
     p.add_argument("--preset", default=None, help="settings from a preset (flags override it)")
-    add_data(p, default=None)
+    add_data(p, default=None, unset="the preset's, else mnist1d")
     p.add_argument("--members", type=positive_int, default=None)
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--lr", type=finite_float, default=None)

@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   landscape train --method local-de --pretrained pre.safetensors --members 5 --epochs 10 --lr 0.02 --out runs/local-de
   landscape train --method starsse --pretrained pre.safetensors --preset mnist1d --out runs/starsse
   landscape train --method sse --pretrained pre.safetensors --members 5 --epochs 10 --lr 0.02 \\
-      --cycle-epochs 5 --cycle-lr 0.2 --out runs/sse-semilocal
+      --cycle-epochs 5 --cycle-lr 0.7 --out runs/sse-semilocal
   torchrun --nproc-per-node 2 -m cli train --method local-de --pretrained pre.safetensors --out runs/ld
   landscape train --method global-de --pretrained p1.safetensors p2.safetensors p3.safetensors \\
       --members 3 --epochs 10 --lr 0.02 --out runs/global-de
@@ -103,7 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="settings from a preset (mnist1d, byol-resnet50-cifar100, "
                         "supervised-resnet50-cifar100, swin-t-cifar100, or a .toml path); "
                         "flags override it")
-    add_data(p, default=None)
+    add_data(p, default=None, unset="the preset's, else mnist1d")
     p.add_argument("--members", type=positive_int, default=None, help="ensemble size K (5)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs E of a fine-tune / SSE's first member (10)")

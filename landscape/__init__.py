@@ -6,7 +6,7 @@ plotting or argument parsing.
 
 Example:
     >>> import landscape
-    >>> ckpt = landscape.load_checkpoint("runs/demo/member-1.safetensors")
+    >>> ckpt = landscape.load_checkpoint("runs/demo/runs/local-de/member-1.safetensors")
     >>> surface = landscape.plane(["a.safetensors", "b.safetensors", "c.safetensors"],
     ...                           out="runs/plane/plane.h5")
     >>> landscape.read_surface("runs/plane/plane.h5").loss("test")
