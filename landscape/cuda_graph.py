@@ -33,5 +33,5 @@ class GraphedStep:
                 step(self.x)
 
     def __call__(self, x: torch.Tensor) -> None:
-        self.x.copy_(x)
+        self.x.copy_(x, non_blocking=True)  # from host memory too (streamed data)
         self.graph.replay()

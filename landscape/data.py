@@ -316,6 +316,31 @@ def _decode_table(mean: tuple[float, ...], std: tuple[float, ...], device: torch
     return table.view(len(mean), 256).to(device)
 
 
+def fits_on_device(nbytes: int, free_bytes: int, *, share: float = 0.5) -> bool:
+    """Whether data of ``nbytes`` should be resident on a device with ``free_bytes`` free: at
+    most ``share`` of it, so that the model, its activations and the engine's workers fit too."""
+    return nbytes <= share * free_bytes
+
+
+def place(tensors: dict[str, tuple[torch.Tensor, torch.Tensor]], device: torch.device
+          ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
+    """The splits on ``device`` when they fit there (``fits_on_device``), else left in host
+    memory (pinned when the system allows it, for fast copies) to be copied batch by batch.
+    Returns the tensors and whether they stay on the host."""
+    if device.type == "cuda":
+        need = sum(x.nbytes + y.nbytes for x, y in tensors.values())
+        if not fits_on_device(need, torch.cuda.mem_get_info(device)[0]):
+            return {s: (_pinned(x), _pinned(y)) for s, (x, y) in tensors.items()}, True
+    return {s: (x.to(device), y.to(device)) for s, (x, y) in tensors.items()}, False
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    try:
+        return t.pin_memory()
+    except RuntimeError:  # pinned memory is limited on some systems: pageable copies still work
+        return t
+
+
 def as_resident(dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256) -> Resident:
     """Like ``as_tensors``, but images are kept as uint8 (a quarter of the memory) when the
     dataset's transform ends in ``ToTensor`` + ``Normalize``; ``Resident.decode`` restores them."""

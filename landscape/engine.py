@@ -44,15 +44,35 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 
 @dataclass(frozen=True)
 class EvalData:
-    """Resident evaluation data: ``splits`` maps a split name to (inputs, labels) on the device;
-    ``bn_inputs`` are the train inputs used for BN recompute (None when not recomputing);
-    ``decode``, when given, turns a batch of stored inputs (e.g. uint8 images) into model inputs."""
+    """Evaluation data: ``splits`` maps a split name to (inputs, labels); ``bn_inputs`` are the
+    train inputs used for BN recompute (None when not recomputing); ``decode``, when given, turns
+    a batch of stored inputs (e.g. uint8 images) into model inputs.
+
+    The tensors are resident on the device the model runs on, unless ``device`` names another
+    one: then they stay where they are (host memory, pinned where possible, for data that does
+    not fit on the GPU) and every batch is copied to ``device`` as it is used."""
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     bn_inputs: torch.Tensor | None = None
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    device: torch.device | None = None
+
+    @property
+    def compute_device(self) -> torch.device:
+        return self.device or next(iter(self.splits.values()))[0].device
+
+    @property
+    def streamed(self) -> bool:
+        """Whether batches are copied to the compute device as they are used."""
+        return self.device is not None and next(iter(self.splits.values()))[0].device != self.device
+
+    def move(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the compute device (itself when it is there already)."""
+        return t if self.device is None else t.to(self.device, non_blocking=True)
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of stored inputs as model inputs, on the compute device."""
+        x = self.move(x)
         return x if self.decode is None else self.decode(x)
 
 
@@ -169,14 +189,14 @@ class GridEvaluator:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if workers is not None and not (isinstance(workers, int) and workers >= 1):
             raise UserError(f"workers must be a positive integer, got {workers!r}")
-        device = next(iter(data.splits.values()))[0].device
+        device = data.compute_device
         self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             data = EvalData({s: (_channels_last(x), y) for s, (x, y) in data.splits.items()},
                             None if data.bn_inputs is None else _channels_last(data.bn_inputs),
-                            data.decode)
+                            data.decode, data.device)
         self.layout, self.data = layout, data
         self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
         self.bn_names = [n for n, _ in bn_modules(self.model)]
@@ -507,7 +527,7 @@ class GridEvaluator:
         replica = replica or self._replicas[0]
         inputs = self._limit(self.data.bn_inputs, max_samples)
         if not self.device_sums:
-            recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self.data.decode)
+            recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self.data.batch)
             return
         with self._batch_stats(replica):
             acc, calls = self._bn_sums(replica, inputs)
@@ -541,7 +561,7 @@ class GridEvaluator:
         acc, step = self._accumulators(replica), self._bn_step(replica)
         calls: dict[str, int] = {}
         full = len(inputs) // self.bn_batch_size * self.bn_batch_size
-        graph = self._bn_graph(replica, inputs[: self.bn_batch_size]) if full else None
+        graph = self._bn_graph(replica, self.data.move(inputs[: self.bn_batch_size])) if full else None
         _zero(acc)
         for start in range(0, len(inputs), self.bn_batch_size):
             xb = inputs[start : start + self.bn_batch_size]
@@ -586,7 +606,7 @@ class GridEvaluator:
         if self._bn_layers and len(inputs) >= self.bn_batch_size:
             for replica in replicas:
                 with self._batch_stats(replica):
-                    self._bn_graph(replica, inputs[: self.bn_batch_size])
+                    self._bn_graph(replica, self.data.move(inputs[: self.bn_batch_size]))
 
     def _bn_graph(self, replica: _Replica, example: torch.Tensor) -> GraphedStep | None:
         """The replica's BN step as a CUDA graph, captured once and checked against the eager
@@ -736,7 +756,12 @@ class GridEvaluator:
 
     @property
     def _device(self) -> torch.device:
-        return next(iter(self.data.splits.values()))[0].device
+        return self.data.compute_device
+
+    @property
+    def data_placement(self) -> str:
+        """Where the evaluation data lives, for the record."""
+        return "host memory, copied to the device batch by batch" if self.data.streamed else "on the device"
 
     def _eval_split(
         self,
@@ -750,13 +775,14 @@ class GridEvaluator:
         """Mean cross-entropy and accuracy (%) over the split; logits are (B, C) for the loop
         path (k None) or (K, B, C) for the vmap path."""
         kk = 1 if k is None else k
-        loss_sum = torch.zeros(kk, dtype=torch.float64, device=x.device)
-        correct = torch.zeros(kk, dtype=torch.long, device=x.device)
+        loss_sum = torch.zeros(kk, dtype=torch.float64, device=self._device)
+        correct = torch.zeros(kk, dtype=torch.long, device=self._device)
         n = 0
         x = self._limit(x, max_samples)
         y = y[: len(x)]
         for start in range(0, len(x), self.batch_size):
-            xb, yb = self.data.batch(x[start : start + self.batch_size]), y[start : start + self.batch_size]
+            xb = self.data.batch(x[start : start + self.batch_size])
+            yb = self.data.move(y[start : start + self.batch_size])
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
             loss_sum += ce.view(kk, -1).double().sum(1)
@@ -780,7 +806,11 @@ def worker_candidates(device_type: str, threads: int, points: int) -> dict[str, 
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    if x.dim() != 4:
+        return x
+    y = x.contiguous(memory_format=torch.channels_last)
+    pinned = y is not x and x.device.type == "cpu" and torch.cuda.is_available() and x.is_pinned()
+    return y.pin_memory() if pinned else y  # streamed data keeps its fast copies
 
 
 def _concat(parts: Sequence[GroupResult]) -> GroupResult:

@@ -20,7 +20,7 @@ import torch
 
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import SPLITS, as_resident, dataset_info, load_dataset, subset_indices
+from landscape.data import SPLITS, as_resident, dataset_info, load_dataset, place, subset_indices
 from landscape.distributed import Group
 from landscape.engine import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
@@ -307,7 +307,8 @@ def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
 
 def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalData:
     """The splits the plane needs, on the device; images stay uint8 there (a quarter of the
-    memory of floats) and are decoded batch by batch, bit-identically."""
+    memory of floats) and are decoded batch by batch, bit-identically. Data too large for the
+    GPU stays in host memory and is copied to it batch by batch (``landscape.data.place``)."""
     subsets = {"train": config.train_subset, "test": config.test_subset}
     need = set(config.splits) | ({"train"} if policy == "recompute" else set())
     tensors, decode = {}, None
@@ -315,10 +316,11 @@ def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalDa
         if split in need:
             ds = load_dataset(dataset, split, root)
             res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=config.seed))
-            tensors[split] = (res.inputs.to(device), res.labels.to(device))
+            tensors[split] = (res.inputs, res.labels)
             decode = decode or res.decode
+    tensors, on_host = place(tensors, device)
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
-    return EvalData({s: tensors[s] for s in config.splits}, bn_inputs, decode)
+    return EvalData({s: tensors[s] for s in config.splits}, bn_inputs, decode, device if on_host else None)
 
 
 # ----------------------------------------------------------------------------- config

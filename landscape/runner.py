@@ -211,7 +211,7 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
             and all(previous.get(k, 1 if k == "workers" else None) == v for k, v in mine.items())
         if not same:
             store.set_runtime("engine", {**mine, "group_size": group_size, "chosen_by": "user",
-                                         "tuned_for": evaluator.tuning_key()})
+                                         "tuned_for": evaluator.tuning_key(), "data": evaluator.data_placement})
             previous = {}
         return (engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
                 previous.get("max_group"), previous.get("workers_after_backoff", evaluator.workers))
@@ -231,7 +231,7 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
                                  "chosen_by": "measured",
                                  "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
                                  "seconds_per_point": tuning.seconds_per_point, "note": note,
-                                 "cuda_graph": evaluator.graph_note or None})
+                                 "cuda_graph": evaluator.graph_note or None, "data": evaluator.data_placement})
     return (tuning.path, tuning.batch_size, tuning.group_size,
             evaluator.max_group, tuning.workers)  # max_group: back-offs while tuning
 

@@ -189,3 +189,26 @@ def test_points_on_several_cuda_streams_give_one_point_at_a_times_numbers():
         np.testing.assert_allclose(got[split]["loss"], alone[split]["loss"], atol=1e-5, rtol=0)
     tuning = _evaluator(model, layout, splits).tune(w[:8])
     assert {"loop, 2 streams", "loop, 4 streams", "loop, 8 streams"} <= set(tuning.seconds_per_point)
+
+
+def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
+    """Data too large for the GPU stays in pinned host memory and is copied batch by batch: the
+    numbers of resident data, on both paths, with the BN pass's CUDA graphs and with streams."""
+    from landscape.data import place
+
+    model, layout, splits, w = _case(n_train=300)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 10**10))
+    host, on_host = place(splits, CUDA)
+    assert on_host and host["train"][0].device.type == "cpu" and host["train"][0].is_pinned()
+    data = EvalData(host, host["train"][0], device=CUDA)
+    assert data.streamed
+    for path, workers in (("loop", 1), ("loop", 3), ("vmap", 1)):
+        ref = _evaluator(model, layout, splits, workers=workers).evaluate(w, path=path).metrics
+        ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=32, batch_size=64,
+                           workers=workers)
+        got = ev.evaluate(w, path=path).metrics
+        assert ev.data_placement.startswith("host memory")
+        if path == "loop":
+            assert all(r.graph for r in ev._replicas), ev.graph_note
+        for split in splits:
+            np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)

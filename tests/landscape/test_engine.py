@@ -47,7 +47,7 @@ def test_engine_equals_naive_reference(three_ckpts, tmp_path, bn, path, workers)
                          engine=path, group_size=4, batch_size=128, workers=workers)
     surface = plane(three_ckpts, out=tmp_path / "p.h5", config=config)
     ref = _naive(three_ckpts, surface, bn)
-    assert surface.complete
+    assert surface.complete and surface.config["runtime"]["engine"]["data"] == "on the device"
     for split in ("train", "test"):
         np.testing.assert_allclose(surface.loss(split), ref[split]["loss"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(surface.acc(split), ref[split]["acc"], rtol=0, atol=1e-4)

@@ -57,3 +57,59 @@ def test_plane_on_uint8_images_equals_the_float_path(tmp_path, monkeypatch):
     slow = plane(paths, out=tmp_path / "f32.h5", config=cfg)
     for split in ("train", "test"):
         np.testing.assert_array_equal(fast.loss(split), slow.loss(split))
+
+
+def _engine_setup():
+    from conftest import make_model, perturbed
+
+    from landscape.geometry import ParamLayout
+
+    base = make_model(0)
+    layout = ParamLayout.of(base)
+    weights = torch.stack([layout.flatten(perturbed(base, s, 0.2).state_dict()) for s in range(3)])
+    train, test = load_dataset("mnist1d", "train"), load_dataset("mnist1d", "test")
+    splits = {"train": (train.inputs[:150], train.labels[:150]), "test": (test.inputs[:70], test.labels[:70])}
+    return base, layout, weights, splits
+
+
+def test_data_left_in_host_memory_reaches_the_model_only_through_the_copy_to_the_device(monkeypatch):
+    """Streamed data (too large for the GPU) is copied batch by batch by ``EvalData.move``. Here
+    the stored tensors are encoded (inputs doubled, labels shifted by 1000) and only the patched
+    copy decodes them, so every pass, path and policy that bypassed it would give other numbers
+    or fail: the BN statistics pass (BN's own average and the GPU way), the evaluation passes,
+    both paths, worker threads."""
+    from landscape.engine import EvalData, GridEvaluator
+
+    base, layout, weights, splits = _engine_setup()
+    resident = EvalData(splits, splits["train"][0])
+    encoded = {s: (2 * x, y + 1000) for s, (x, y) in splits.items()}
+    moves = []
+
+    def move(self, t):
+        moves.append(t.shape)
+        return t / 2 if t.is_floating_point() else t - 1000
+
+    monkeypatch.setattr(EvalData, "move", move)
+    streamed = EvalData(encoded, encoded["train"][0], device=torch.device("cpu"))
+    assert not streamed.streamed and streamed.compute_device == torch.device("cpu")
+    for path, workers, sums in (("loop", 1, False), ("loop", 3, True), ("vmap", 1, False)):
+        kw = dict(bn_policy="recompute", bn_batch_size=32, batch_size=64, workers=workers)
+        monkeypatch.setattr(EvalData, "move", lambda self, t: t)  # the reference: plain tensors
+        expected = GridEvaluator(base, layout, resident, **kw).evaluate(weights, path=path).metrics
+        monkeypatch.setattr(EvalData, "move", move)
+        ev = GridEvaluator(base, layout, streamed, **kw)
+        ev.device_sums = sums
+        got = ev.evaluate(weights, path=path).metrics
+        for split in splits:
+            np.testing.assert_allclose(got[split]["loss"], expected[split]["loss"], atol=1e-6, rtol=0)
+            np.testing.assert_array_equal(got[split]["acc"], expected[split]["acc"])
+    assert moves
+
+
+def test_data_stays_on_the_cpu_and_fits_a_device_with_twice_its_size_free():
+    from landscape.data import fits_on_device, place
+
+    _, _, _, splits = _engine_setup()
+    placed, on_host = place(splits, torch.device("cpu"))
+    assert not on_host and all(placed[s][0] is splits[s][0] for s in splits)
+    assert fits_on_device(100, 200) and not fits_on_device(101, 200)
