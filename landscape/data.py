@@ -322,23 +322,20 @@ def fits_on_device(nbytes: int, free_bytes: int, *, share: float = 0.5) -> bool:
     return nbytes <= share * free_bytes
 
 
-def place(tensors: dict[str, tuple[torch.Tensor, torch.Tensor]], device: torch.device
-          ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
-    """The splits on ``device`` when they fit there (``fits_on_device``), else left in host
-    memory (pinned when the system allows it, for fast copies) to be copied batch by batch.
-    Returns the tensors and whether they stay on the host."""
+def place(tensors: dict[str, tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
+          copies: int = 1) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
+    """The splits on ``device`` when ``copies`` of them fit there (``fits_on_device``; the
+    engine's channels-last conversion makes a second one for a moment), else left in host
+    memory to be copied batch by batch. Returns the tensors and whether they stay on the host.
+
+    Host data is not pinned: PyTorch's pinned allocator rounds each block up to a power of two
+    and keeps it locked, which for data too large for a GPU could lock most of the host's memory.
+    """
     if device.type == "cuda":
-        need = sum(x.nbytes + y.nbytes for x, y in tensors.values())
+        need = copies * sum(x.nbytes + y.nbytes for x, y in tensors.values())
         if not fits_on_device(need, torch.cuda.mem_get_info(device)[0]):
-            return {s: (_pinned(x), _pinned(y)) for s, (x, y) in tensors.items()}, True
+            return tensors, True
     return {s: (x.to(device), y.to(device)) for s, (x, y) in tensors.items()}, False
-
-
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    try:
-        return t.pin_memory()
-    except RuntimeError:  # pinned memory is limited on some systems: pageable copies still work
-        return t
 
 
 def as_resident(dataset: Dataset, indices: np.ndarray | None = None, *, batch_size: int = 256) -> Resident:

@@ -194,9 +194,7 @@ class GridEvaluator:
         self.precision, self.channels_last = precision, channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-            data = EvalData({s: (_channels_last(x), y) for s, (x, y) in data.splits.items()},
-                            None if data.bn_inputs is None else _channels_last(data.bn_inputs),
-                            data.decode, data.device)
+            data = _channels_last_data(data)
         self.layout, self.data = layout, data
         self.bn_policy, self.bn_batch_size, self.batch_size = bn_policy, bn_batch_size, batch_size
         self.bn_names = [n for n, _ in bn_modules(self.model)]
@@ -315,6 +313,8 @@ class GridEvaluator:
                "channels_last": self.channels_last, "bn_batch_size": self.bn_batch_size}
         if device.type == "cpu":  # the loop path's worker threads share the intra-op threads
             key["threads"] = torch.get_num_threads()
+        if self.data.streamed:  # absent when resident, as in files of earlier versions
+            key["data"] = "host memory"
         key["workers"] = "measured" if self._tune_workers else self.workers
         return key
 
@@ -561,7 +561,7 @@ class GridEvaluator:
         acc, step = self._accumulators(replica), self._bn_step(replica)
         calls: dict[str, int] = {}
         full = len(inputs) // self.bn_batch_size * self.bn_batch_size
-        graph = self._bn_graph(replica, self.data.move(inputs[: self.bn_batch_size])) if full else None
+        graph = self._bn_graph(replica, inputs[: self.bn_batch_size]) if full else None
         _zero(acc)
         for start in range(0, len(inputs), self.bn_batch_size):
             xb = inputs[start : start + self.bn_batch_size]
@@ -606,7 +606,7 @@ class GridEvaluator:
         if self._bn_layers and len(inputs) >= self.bn_batch_size:
             for replica in replicas:
                 with self._batch_stats(replica):
-                    self._bn_graph(replica, self.data.move(inputs[: self.bn_batch_size]))
+                    self._bn_graph(replica, inputs[: self.bn_batch_size])
 
     def _bn_graph(self, replica: _Replica, example: torch.Tensor) -> GraphedStep | None:
         """The replica's BN step as a CUDA graph, captured once and checked against the eager
@@ -615,7 +615,7 @@ class GridEvaluator:
         if not (self.cuda_graphs and self._device.type == "cuda" and self.precision != "bf16"):
             return None
         if replica.graph is None:
-            step = self._bn_step(replica)
+            step, example = self._bn_step(replica), self.data.move(example)  # the graph's input lives on the GPU
             try:
                 graph = GraphedStep(step, example)
                 replica.graph_calls = dict(self._rec.calls)  # what one forward records
@@ -805,12 +805,18 @@ def worker_candidates(device_type: str, threads: int, points: int) -> dict[str, 
     return {f"loop, {n} {unit}": ("loop", n) for n in counts if n > 1}
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() != 4:
-        return x
-    y = x.contiguous(memory_format=torch.channels_last)
-    pinned = y is not x and x.device.type == "cpu" and torch.cuda.is_available() and x.is_pinned()
-    return y.pin_memory() if pinned else y  # streamed data keeps its fast copies
+def _channels_last_data(data: EvalData) -> EvalData:
+    """``data`` with its 4-D inputs in channels-last format, each tensor converted once (the
+    BN inputs are usually the train inputs themselves)."""
+    done: dict[int, torch.Tensor] = {}
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        if id(x) not in done:
+            done[id(x)] = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        return done[id(x)]
+
+    return EvalData({s: (convert(x), y) for s, (x, y) in data.splits.items()},
+                    None if data.bn_inputs is None else convert(data.bn_inputs), data.decode, data.device)
 
 
 def _concat(parts: Sequence[GroupResult]) -> GroupResult:

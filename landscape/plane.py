@@ -318,7 +318,7 @@ def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalDa
             res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=config.seed))
             tensors[split] = (res.inputs, res.labels)
             decode = decode or res.decode
-    tensors, on_host = place(tensors, device)
+    tensors, on_host = place(tensors, device, copies=2 if config.channels_last else 1)
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
     return EvalData({s: tensors[s] for s in config.splits}, bn_inputs, decode, device if on_host else None)
 

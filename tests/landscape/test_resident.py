@@ -113,3 +113,15 @@ def test_data_stays_on_the_cpu_and_fits_a_device_with_twice_its_size_free():
     placed, on_host = place(splits, torch.device("cpu"))
     assert not on_host and all(placed[s][0] is splits[s][0] for s in splits)
     assert fits_on_device(100, 200) and not fits_on_device(101, 200)
+
+
+def test_channels_last_converts_the_train_inputs_once_for_both_of_their_uses():
+    from landscape.engine import EvalData, GridEvaluator
+    from landscape.geometry import ParamLayout
+
+    model = create_model("resnet20", 10, width=4).eval()
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    ev = GridEvaluator(model, ParamLayout.of(model), EvalData({"train": (x, y), "test": (x[:8], y[:8])}, x),
+                       bn_policy="recompute", bn_batch_size=8, channels_last=True)
+    train = ev.data.splits["train"][0]
+    assert ev.data.bn_inputs is train and train.is_contiguous(memory_format=torch.channels_last)
