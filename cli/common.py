@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import Any
 
+from landscape.data import DATA_ON
 from landscape.errors import UserError
 from landscape.numerics import PRECISIONS
 
@@ -131,3 +132,7 @@ def add_precision(p: argparse.ArgumentParser) -> None:
                    help="points the loop engine evaluates at once, each in its own thread (on a GPU "
                         "each on its own CUDA stream; speed only; default: measured with --engine "
                         "auto, else 1)")
+    p.add_argument("--data-on", default="auto", choices=DATA_ON,
+                   help="on a GPU, where the evaluation data lives: device, host (copied to the GPU "
+                        "batch by batch) or auto (default: on the GPU when it takes at most half of its "
+                        "free memory); speed only")

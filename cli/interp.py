@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                         train_subset=args.train_subset, test_subset=args.test_subset,
                         seed=args.seed, batch_size=args.batch_size, engine=args.engine,
                         group_size=args.group_size, precision=args.precision,
-                        channels_last=args.channels_last, workers=args.workers)
+                        channels_last=args.channels_last, workers=args.workers,
+                        data_on=args.data_on)
     ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
     pretrained = [load_checkpoint(f, **{**load_kwargs(args), "num_classes": None, "arch": None})
                   if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))

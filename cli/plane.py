@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         test_subset=args.test_subset, seed=args.seed, ignore_1d=not args.include_1d,
         batch_size=args.batch_size, engine=args.engine, group_size=args.group_size,
         precision=args.precision, channels_last=args.channels_last, workers=args.workers,
+        data_on=args.data_on,
     )
     out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]

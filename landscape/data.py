@@ -322,18 +322,25 @@ def fits_on_device(nbytes: int, free_bytes: int, *, share: float = 0.5) -> bool:
     return nbytes <= share * free_bytes
 
 
+DATA_ON = ("auto", "device", "host")
+
+
 def place(tensors: dict[str, tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
-          copies: int = 1) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
-    """The splits on ``device`` when ``copies`` of them fit there (``fits_on_device``; the
-    engine's channels-last conversion makes a second one for a moment), else left in host
-    memory to be copied batch by batch. Returns the tensors and whether they stay on the host.
+          copies: int = 1, where: str = "auto") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], bool]:
+    """Where the evaluation data of a GPU lives (``where``): ``device``, ``host`` memory (copied
+    to the device batch by batch), or ``auto``: on the device when ``copies`` of it fit there
+    (``fits_on_device``; the engine's channels-last conversion makes a second one for a moment),
+    else on the host. On a CPU the host is the device. Returns the tensors and whether they
+    stay on the host.
 
     Host data is not pinned: PyTorch's pinned allocator rounds each block up to a power of two
     and keeps it locked, which for data too large for a GPU could lock most of the host's memory.
     """
-    if device.type == "cuda":
+    if where not in DATA_ON:
+        raise UserError(f"unknown data placement {where!r}; expected one of {', '.join(DATA_ON)}")
+    if device.type == "cuda" and where != "device":
         need = copies * sum(x.nbytes + y.nbytes for x, y in tensors.values())
-        if not fits_on_device(need, torch.cuda.mem_get_info(device)[0]):
+        if where == "host" or not fits_on_device(need, torch.cuda.mem_get_info(device)[0]):
             return tensors, True
     return {s: (x.to(device), y.to(device)) for s, (x, y) in tensors.items()}, False
 

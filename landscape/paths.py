@@ -21,7 +21,7 @@ import torch
 from landscape.barriers import DEFAULT_THRESHOLD_PP, barrier, same_basin
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import SPLITS
+from landscape.data import DATA_ON, SPLITS
 from landscape.distributed import Group
 from landscape.engine import PATHS
 from landscape.errors import UserError
@@ -60,6 +60,7 @@ class PathConfig:
     precision: str = "fp32"
     channels_last: bool = False
     workers: int | None = None
+    data_on: str = "auto"
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -68,6 +69,7 @@ class PathConfig:
 
         check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
               f"workers must be a positive integer, got {self.workers!r}")
+        check(self.data_on in DATA_ON, f"unknown data_on {self.data_on!r}; expected one of {', '.join(DATA_ON)}")
         check(self.precision in PRECISIONS,
               f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         check(isinstance(self.points, int) and 2 <= self.points <= MAX_POINTS,

@@ -20,7 +20,7 @@ import torch
 
 from landscape.bn import bn_modules, resolve_policy
 from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import SPLITS, as_resident, dataset_info, load_dataset, place, subset_indices
+from landscape.data import DATA_ON, SPLITS, as_resident, dataset_info, load_dataset, place, subset_indices
 from landscape.distributed import Group
 from landscape.engine import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
@@ -56,6 +56,8 @@ class PlaneConfig:
         workers: points evaluated at once by the loop path, each in its own thread (on a GPU
             each on its own CUDA stream) (engine knob; None: measured with ``engine="auto"``,
             else 1).
+        data_on: on a GPU, where the evaluation data lives: ``auto``, ``device`` or ``host``
+            (copied batch by batch) (engine knob; ``landscape.data.place``).
     """
 
     grid: int = 21
@@ -74,10 +76,12 @@ class PlaneConfig:
     precision: str = "fp32"
     channels_last: bool = False
     workers: int | None = None
+    data_on: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
                f"workers must be a positive integer, got {self.workers!r}")
+        _check(self.data_on in DATA_ON, f"unknown data_on {self.data_on!r}; expected one of {', '.join(DATA_ON)}")
         _check(self.precision in PRECISIONS,
                f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         _check(isinstance(self.grid, int) and 2 <= self.grid <= MAX_GRID,
@@ -318,7 +322,7 @@ def _resident_data(dataset, config: PlaneConfig, policy, root, device) -> EvalDa
             res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=config.seed))
             tensors[split] = (res.inputs, res.labels)
             decode = decode or res.decode
-    tensors, on_host = place(tensors, device, copies=2 if config.channels_last else 1)
+    tensors, on_host = place(tensors, device, copies=2 if config.channels_last else 1, where=config.data_on)
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
     return EvalData({s: tensors[s] for s in config.splits}, bn_inputs, decode, device if on_host else None)
 
@@ -347,7 +351,7 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy, mode) -> dict[str, An
     return cfg
 
 
-ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last", "workers")
+ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last", "workers", "data_on")
 
 
 def drop_inert(cfg: dict[str, Any], config, policy: str, *, random_plane: bool) -> None:
@@ -390,6 +394,7 @@ def _runtime(ckpts, device, config: PlaneConfig) -> dict[str, Any]:
         "group_size": config.group_size or 8,
         "channels_last": config.channels_last,
         "workers": config.workers,
+        "data_on": config.data_on,
         "versions": {"landscape": landscape.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "h5py": h5py.__version__,
                      "python": platform.python_version()},

@@ -153,7 +153,8 @@ def test_interp_with_worker_threads_gives_one_threads_numbers_and_records_them(c
               "--test-subset", "100", "--engine", "loop", "--no-plots", "--quiet"]
     runs = {}
     for workers in ("1", "3"):
-        code, _, err = _run(capsys, "interp", *common, "--workers", workers, "--out", str(tmp_path / workers))
+        code, _, err = _run(capsys, "interp", *common, "--workers", workers, "--data-on", "host",
+                            "--out", str(tmp_path / workers))
         assert code == 0, err
         runs[workers] = read_paths(tmp_path / workers / "paths.h5")
     for split in ("train", "test"):
@@ -162,3 +163,5 @@ def test_interp_with_worker_threads_gives_one_threads_numbers_and_records_them(c
         np.testing.assert_array_equal(runs["3"].metrics[split]["acc"], runs["1"].metrics[split]["acc"])
     assert runs["3"].config["runtime"]["engine"]["workers"] == 3
     assert runs["3"].config["runtime"]["engine"]["tuned_for"]["workers"] == 3
+    assert runs["3"].config["runtime"]["data_on"] == "host"  # asked for; on a CPU the host is the device
+    assert runs["3"].config["runtime"]["engine"]["data"] == "on the device"

@@ -197,7 +197,9 @@ def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
     from landscape.data import place
 
     model, layout, splits, w = _case(n_train=300)
+    assert place(splits, CUDA, where="host")[1] and not place(splits, CUDA)[1]  # --data-on host; fits
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 10**10))
+    assert not place(splits, CUDA, where="device")[1]  # --data-on device: even when it does not fit
     host, on_host = place(splits, CUDA)
     assert on_host and host["train"][0].device.type == "cpu"
     data = EvalData(host, host["train"][0], device=CUDA)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from landscape import PlaneConfig, create_model, plane, save_checkpoint
+from landscape import PlaneConfig, UserError, create_model, plane, save_checkpoint
 from landscape.checkpoint import CheckpointMeta
 from landscape.data import as_resident, as_tensors, load_dataset
 
@@ -110,9 +111,14 @@ def test_data_stays_on_the_cpu_and_fits_a_device_with_twice_its_size_free():
     from landscape.data import fits_on_device, place
 
     _, _, _, splits = _engine_setup()
-    placed, on_host = place(splits, torch.device("cpu"))
-    assert not on_host and all(placed[s][0] is splits[s][0] for s in splits)
+    for where in ("auto", "device", "host"):  # on a CPU the host is the device
+        placed, on_host = place(splits, torch.device("cpu"), where=where)
+        assert not on_host and all(placed[s][0] is splits[s][0] for s in splits)
     assert fits_on_device(100, 200) and not fits_on_device(101, 200)
+    with pytest.raises(UserError, match="expected one of auto, device, host"):
+        place(splits, torch.device("cpu"), where="gpu")
+    with pytest.raises(UserError, match="unknown data_on 'gpu'"):
+        PlaneConfig(data_on="gpu")
 
 
 def test_channels_last_converts_the_train_inputs_once_for_both_of_their_uses():
