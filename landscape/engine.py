@@ -37,6 +37,7 @@ from landscape.errors import UserError
 from landscape.fold import Folded, try_fold
 from landscape.geometry import ParamLayout
 from landscape.numerics import PRECISIONS, numerics
+from landscape.thin_conv import use_matmul_convs
 
 PATHS = ("auto", "loop", "vmap")
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -161,6 +162,9 @@ class GridEvaluator:
             layer (``landscape.fold``; checked against the unfused model when built).
         cuda_graphs: on CUDA, replay the loop path's BN statistics forward as a CUDA graph
             (fp32 and tf32; the same kernels, so the same numbers).
+        matmul_convs: on a CPU, compute thin 1-D convolutions (a few inputs per output, such as
+            a first layer on one channel) as one matrix product (``landscape.thin_conv``;
+            checked against the model when built).
         workers: the loop path evaluates this many points of a group at once, each in a thread
             of its own with its own copy of the model. On a CPU the threads share the intra-op
             threads (small models keep two cores busier this way than with two threads per
@@ -182,6 +186,7 @@ class GridEvaluator:
         fold_bn: bool = True,
         cuda_graphs: bool = True,
         workers: int | None = None,
+        matmul_convs: bool = True,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
@@ -205,7 +210,9 @@ class GridEvaluator:
         self.max_group: int | None = None  # set when a group had to be split for memory
         self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
-        with numerics("fp32", device):  # the check compares exact maths, whatever the precision
+        with numerics("fp32", device):  # the checks compare exact maths, whatever the precision
+            thin = matmul_convs and device.type == "cpu"
+            self.matmul_convs = use_matmul_convs(self.model, sample) if thin else 0  # before folding: kept
             self._folded = try_fold(self.model, sample) if fold_bn and self.bn_names else None
         self.folded_layers = 0 if self._folded is None else len(self._folded.pairs)
         self._replicas = [_Replica.of(self.model, self._folded)]  # the first is self.model

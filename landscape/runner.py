@@ -230,6 +230,7 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
                                  "group_size": tuning.group_size, "workers": tuning.workers,
                                  "chosen_by": "measured",
                                  "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
+                                 "matmul_convs": evaluator.matmul_convs,
                                  "seconds_per_point": tuning.seconds_per_point, "note": note,
                                  "cuda_graph": evaluator.graph_note or None, "data": evaluator.data_placement})
     return (tuning.path, tuning.batch_size, tuning.group_size,
