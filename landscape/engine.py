@@ -50,8 +50,8 @@ class EvalData:
     a batch of stored inputs (e.g. uint8 images) into model inputs.
 
     The tensors are resident on the device the model runs on, unless ``device`` names another
-    one: then they stay where they are (host memory, pinned where possible, for data that does
-    not fit on the GPU) and every batch is copied to ``device`` as it is used."""
+    one: then they stay where they are (host memory, for data that does not fit on the GPU;
+    ``landscape.data.place``) and every batch is copied to ``device`` as it is used."""
 
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     bn_inputs: torch.Tensor | None = None

@@ -87,14 +87,10 @@ def test_workers_gathering_bn_statistics_the_gpu_way_keep_them_apart(setup):
     assert len(ev._replicas) == 3 and len({id(r.acc) for r in ev._replicas}) == 3
 
 
-def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch):
-    """Each worker holds a replica and its activations (on a GPU also a CUDA graph): fewer
-    points at once is the first back-off, before the batch or the group."""
+def _out_of_memory_in_worker_threads(monkeypatch) -> None:
+    """The BN pass runs out of memory whenever several points run at once (in worker threads)."""
     import threading
 
-    weights = setup[2]
-    reference = _evaluator_with(setup, workers=1, batch_size=64).evaluate(weights, path="loop")
-    ev = _evaluator_with(setup, workers=8, batch_size=64)
     original = GridEvaluator._loop_bn_stats_
 
     def only_alone(self, max_samples, replica=None):
@@ -103,6 +99,15 @@ def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch
         return original(self, max_samples, replica)
 
     monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", only_alone)
+
+
+def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch):
+    """Each worker holds a replica and its activations (on a GPU also a CUDA graph): fewer
+    points at once is the first back-off, before the batch or the group."""
+    weights = setup[2]
+    reference = _evaluator_with(setup, workers=1, batch_size=64).evaluate(weights, path="loop")
+    ev = _evaluator_with(setup, workers=8, batch_size=64)
+    _out_of_memory_in_worker_threads(monkeypatch)
     _assert_same(ev.evaluate(weights, path="loop"), reference)
     assert ev.backoffs == ["out of memory: 2 points at once from now on",  # 5 points ran at once
                            "out of memory: 1 point at once from now on"]
@@ -110,16 +115,7 @@ def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch
 
 
 def test_a_worker_count_that_runs_out_of_memory_while_tuned_is_no_candidate(setup, monkeypatch):
-    import threading
-
-    original = GridEvaluator._loop_bn_stats_
-
-    def only_alone(self, max_samples, replica=None):
-        if threading.current_thread().name.startswith("landscape-point"):
-            raise OutOfMemoryError("CUDA out of memory (simulated, several points at once)")
-        return original(self, max_samples, replica)
-
-    monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", only_alone)
+    _out_of_memory_in_worker_threads(monkeypatch)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the tuner times 2 workers
     try:
