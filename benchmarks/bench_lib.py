@@ -184,8 +184,8 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         f"{result['ratio']:.1f}x, {result['engine_flops_per_s'] / 1e9:.1f} GFLOP/s, max |dloss| {diff['loss']:.1e}")
     if case.report is not None:
         case.report({**result, "partial": "the extras (options, other path, BN share) were not timed yet"})
-    w2 = weights(engine_sample[:2])
-    result["engine_seconds_per_point_without_bn"] = time_without_bn(case, layout, data, tuning, w2)
+    w = weights(engine_sample[: max(2, tuning.workers)])  # as many points as the workers run at once
+    result["engine_seconds_per_point_without_bn"] = time_without_bn(case, layout, data, tuning, w)
     other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
     other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
                   if case.other_path else None)
@@ -232,7 +232,7 @@ def time_without_bn(case, layout, data, tuning, w: torch.Tensor) -> float:
     ev = GridEvaluator(case.models[0], layout, data, bn_policy="keep", batch_size=tuning.batch_size,
                        workers=tuning.workers)
     keep = [{k: v for k, v in case.models[0].state_dict().items() if k in dict(ev.model.named_buffers())}] * len(w)
-    ev.evaluate(w[:1], keep[:1], path="loop")
+    ev.evaluate(w, keep, path="loop")  # warm-up: every worker's replica made and run once
     sync(ev)
     start = time.perf_counter()
     ev.evaluate(w, keep, path="loop")

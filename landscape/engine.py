@@ -20,7 +20,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ from landscape.numerics import PRECISIONS, numerics
 from landscape.thin_conv import use_matmul_convs
 
 PATHS = ("auto", "loop", "vmap")
+TUNING_LIMIT = 3.0  # the tuner stops timing a candidate once it has taken this many times the fastest's time
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -130,6 +131,10 @@ class _Replica:
                    bn_modules(model))
 
 
+class _OutOfTime(Exception):
+    """A candidate timed by the tuner ran past its time limit (``GridEvaluator._time``)."""
+
+
 class _Recorder(threading.local):
     """What the BN layers' hooks record during one forward: per thread, since the loop path's
     workers run forwards at the same time. ``on`` switches recording on."""
@@ -209,6 +214,8 @@ class GridEvaluator:
         self.backoffs: list[str] = []
         self.max_group: int | None = None  # set when a group had to be split for memory
         self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
+        self._deadline: float | None = None  # while the tuner times a candidate (_time)
+        self._autotune = True  # cuDNN's autotuner; off while the tuner times (landscape.numerics)
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         with numerics("fp32", device):  # the checks compare exact maths, whatever the precision
             thin = matmul_convs and device.type == "cpu"
@@ -260,7 +267,7 @@ class GridEvaluator:
         run = self._eval_loop if path == "loop" else self._eval_vmap
         self._failed_in_bn = False
         try:
-            with numerics(self.precision, self._device):
+            with numerics(self.precision, self._device, autotune=self._autotune):
                 return run(weights, buffers, max_samples)
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
@@ -345,15 +352,28 @@ class GridEvaluator:
         longest = max(len(x) for x, _ in self.data.splits.values())
         sizes = sorted({min(max(1, b), longest) for b in
                         (self.batch_size // 4, self.batch_size, self.batch_size * 4)})
-        per_size = {}
+        per_size: dict[int, float] = {}
         n = self.workers if path == "loop" else len(weights)  # loop: as many points as run at once
         probe = (weights[:n], _head(buffers, n))
+        dropped: set[int] = set()
         for _ in range(2):  # interleaved repeats, best time kept (see choose_path)
-            for size in sizes:
-                t = self._time(*probe, path, size, samples=min(longest, max(sizes)))
+            for size in sorted(set(sizes) - dropped):
+                workers = self.workers
+                try:
+                    t = self._time(*probe, path, size, samples=min(longest, max(sizes)),
+                                   limit=_limit(per_size.values(), n))
+                except _OutOfTime:
+                    dropped.add(size)
+                    note = "; ".join(filter(None, [note, f"batch {size} stopped after {TUNING_LIMIT:g}x "
+                                                         "the fastest's time"]))
+                    continue
+                if self.workers < workers:  # out of memory at this size with that many points at once
+                    self.workers = workers
+                    dropped.add(size)
+                    continue
                 per_size[size] = min(t, per_size.get(size, float("inf")))
                 timings[f"batch={size}"] = per_size[size]
-        self.batch_size = min(per_size, key=per_size.get)
+        self.batch_size = min(per_size, key=per_size.get) if per_size else self.batch_size
         group = len(weights)
         if path == "vmap" and group_sizes:
             per_group = {}
@@ -365,18 +385,35 @@ class GridEvaluator:
             group = min(per_group, key=per_group.get)
         return Tuning(path, self.batch_size, group, timings, note, self.workers if path == "loop" else 1)
 
-    def _time(self, weights, buffers, path, batch_size, *, samples) -> float:
+    def _time(self, weights, buffers, path, batch_size, *, samples, limit: float | None = None) -> float:
         """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
-        inputs) at this batch size, after a warm-up."""
-        previous, self.batch_size = self.batch_size, batch_size
+        inputs) at this batch size, after a warm-up. ``limit``: raise ``_OutOfTime`` once the
+        timed run has taken that many seconds, or the warm-up three times as long (it also makes
+        the workers' replicas and CUDA graphs): a candidate that cannot win. cuDNN's autotuner is
+        off meanwhile: each one-off shape of a slice would be benchmarked."""
+        previous, self.batch_size, self._autotune = self.batch_size, batch_size, False
         n = self.workers if path == "loop" else 1  # the warm-up also makes the workers' replicas
         try:
-            self.evaluate(weights[:n], _head(buffers, n), path=path, max_samples=batch_size)
-            start = time.perf_counter()
-            self.evaluate(weights, buffers, path=path, max_samples=samples)
+            for points, max_samples, allowed in ((n, batch_size, 3), (len(weights), samples, 1)):
+                start = time.perf_counter()
+                self._deadline = None if limit is None else start + allowed * limit
+                self.evaluate(weights[:points], _head(buffers, points), path=path, max_samples=max_samples)
             return (time.perf_counter() - start) / len(weights)
         finally:
+            self._deadline, self._autotune = None, True
             self.batch_size = previous
+
+    def _on_time(self) -> None:
+        """Called once a batch by every pass: stops a timed candidate past its limit. On a GPU
+        the host runs at most a few batches ahead of the device, so host time is close enough."""
+        if self._deadline is not None and time.perf_counter() > self._deadline:
+            raise _OutOfTime
+
+    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of inputs ready for the model (``EvalData.batch``), checked against the
+        tuner's time limit."""
+        self._on_time()
+        return self.data.batch(x)
 
     def choose_path(
         self, weights: torch.Tensor, buffers: Sequence[dict[str, torch.Tensor]] | None = None
@@ -385,32 +422,40 @@ class GridEvaluator:
         with several workers (``worker_candidates``); pick the fastest. Each candidate is timed
         twice, interleaved, and keeps its best time, so that a moment of load on a shared
         machine does not decide."""
-        timings, note = {}, ""
+        timings: dict[str, float] = {}
         samples = 2 * self.batch_size
-        candidates = {"loop": ("loop", 1), "vmap": ("vmap", 1)}
+        candidates = {"loop": ("loop", 1)}
         if not self._tune_workers:
             candidates["loop"] = ("loop", self.workers)
         else:
             candidates.update(worker_candidates(self._device.type, torch.get_num_threads(), len(weights)))
-        previous, too_many = self.workers, set()
+        candidates["vmap"] = ("vmap", 1)  # last: on large models it can be many times slower
+        previous, skip, notes = self.workers, set(), []
         try:
             for _ in range(2):
                 for label, (path, self.workers) in candidates.items():
-                    if note.startswith(path) or label in too_many:
+                    if label in skip:
                         continue
                     n = self.workers
                     try:
-                        t = self._time(weights, buffers, path, self.batch_size, samples=samples)
+                        t = self._time(weights, buffers, path, self.batch_size, samples=samples,
+                                       limit=_limit(timings.values(), len(weights)))
+                    except _OutOfTime:
+                        notes.append(f"{label} stopped after {TUNING_LIMIT:g}x the fastest's time")
+                        skip.add(label)
+                        continue
                     except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
-                        note = f"{path} unavailable: {str(exc).splitlines()[0][:160]}"
+                        notes.append(f"{path} unavailable: {str(exc).splitlines()[0][:160]}")
+                        skip.update(lb for lb, (p, _) in candidates.items() if p == path)
                         continue
                     if self.workers < n:  # out of memory with n points at once: not a candidate
-                        too_many.add(label)
+                        skip.add(label)
                         timings.pop(label, None)
                         continue
                     timings[label] = min(t, timings.get(label, float("inf")))
         finally:
             self.workers = previous
+        note = "; ".join(notes)
         if not timings:
             raise RuntimeError(f"no evaluation path works for this model ({note})")
         best = min(timings, key=timings.get)
@@ -451,7 +496,8 @@ class GridEvaluator:
 
         def work(j: int) -> None:
             replica = replicas[j]
-            with torch.no_grad(), numerics(self.precision, self._device), _on(replica.stream):  # per thread
+            with torch.no_grad(), numerics(self.precision, self._device, autotune=self._autotune), \
+                    _on(replica.stream):  # per thread
                 for i in range(j, k, workers):
                     if stop.is_set():
                         return
@@ -534,7 +580,7 @@ class GridEvaluator:
         replica = replica or self._replicas[0]
         inputs = self._limit(self.data.bn_inputs, max_samples)
         if not self.device_sums:
-            recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self.data.batch)
+            recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self._batch)
             return
         with self._batch_stats(replica):
             acc, calls = self._bn_sums(replica, inputs)
@@ -572,6 +618,7 @@ class GridEvaluator:
         _zero(acc)
         for start in range(0, len(inputs), self.bn_batch_size):
             xb = inputs[start : start + self.bn_batch_size]
+            self._on_time()
             if graph is not None and start < full:
                 graph(xb)
                 counts = replica.graph_calls
@@ -690,7 +737,7 @@ class GridEvaluator:
         rec.on = True
         try:
             for xb in fixed_batches(self._limit(self.data.bn_inputs, max_samples), self.bn_batch_size):
-                stats = fn(params, _standard(self.data.batch(xb)))
+                stats = fn(params, _standard(self._batch(xb)))
                 sums = list(stats) if sums is None else [s + t for s, t in zip(sums, stats)]
                 for name in self.bn_names:  # recorded on the last call of `one`
                     calls[name] = calls.get(name, 0) + rec.calls.get(name, 0)
@@ -788,7 +835,7 @@ class GridEvaluator:
         x = self._limit(x, max_samples)
         y = y[: len(x)]
         for start in range(0, len(x), self.batch_size):
-            xb = self.data.batch(x[start : start + self.batch_size])
+            xb = self._batch(x[start : start + self.batch_size])
             yb = self.data.move(y[start : start + self.batch_size])
             logits = fn(xb).float().reshape(kk, len(yb), -1)  # (K, B, C)
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(kk), reduction="none")
@@ -798,6 +845,13 @@ class GridEvaluator:
         if n == 0:
             raise UserError("cannot evaluate on an empty split")
         return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
+
+
+def _limit(seconds_per_point: Iterable[float], points: int) -> float | None:
+    """The time limit of the tuner's next candidate: ``TUNING_LIMIT`` times the fastest
+    candidate's time so far (None before the first), for ``points`` points."""
+    best = min(seconds_per_point, default=None)
+    return None if best is None else TUNING_LIMIT * best * points
 
 
 def worker_candidates(device_type: str, threads: int, points: int) -> dict[str, tuple[str, int]]:

@@ -10,8 +10,10 @@ therefore say which arithmetic they use:
   same arithmetic as fp32). Several times faster on Ampere and later; changes the numbers slightly.
 - ``bf16``: bfloat16 autocast (what autocast keeps in float32 stays IEEE float32).
 
-On CUDA, cuDNN's autotuner is on inside the context: the engine's shapes repeat, so the fastest
-algorithm is chosen once per shape. Every setting is restored on exit.
+On CUDA, cuDNN's autotuner is on inside the context (``autotune``): the engine's shapes repeat, so
+the fastest algorithm is chosen once per shape. The engine's own tuner turns it off while it times
+its candidates: their slices of the data have one-off batch shapes, and on a large model each new
+shape costs a benchmark of every convolution. Every setting is restored on exit.
 """
 
 from __future__ import annotations
@@ -25,22 +27,23 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @contextlib.contextmanager
-def numerics(precision: str, device: torch.device | str) -> Iterator[None]:
-    """Run the enclosed evaluation with ``precision``'s arithmetic on ``device``."""
+def numerics(precision: str, device: torch.device | str, *, autotune: bool = True) -> Iterator[None]:
+    """Run the enclosed evaluation with ``precision``'s arithmetic on ``device`` (and cuDNN's
+    autotuner on or off: ``autotune``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
-            stack.enter_context(_cuda_flags(tf32=precision == "tf32"))
+            stack.enter_context(_cuda_flags(tf32=precision == "tf32", autotune=autotune))
         if precision == "bf16":
             stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
         yield
 
 
 @contextlib.contextmanager
-def _cuda_flags(*, tf32: bool) -> Iterator[None]:
-    """TF32 on or off for cuDNN convolutions and CUDA matmuls, cuDNN's autotuner on. Uses the
+def _cuda_flags(*, tf32: bool, autotune: bool) -> Iterator[None]:
+    """TF32 on or off for cuDNN convolutions and CUDA matmuls, cuDNN's autotuner as asked. Uses the
     ``fp32_precision`` settings where this torch has them (2.9 and later: mixing them with the
     legacy ``allow_tf32`` flags makes torch raise), else the legacy flags."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
@@ -53,7 +56,7 @@ def _cuda_flags(*, tf32: bool) -> Iterator[None]:
     try:
         for o, n in zip(objects, names):
             setattr(o, n, value)
-        cudnn.benchmark = True
+        cudnn.benchmark = autotune
         yield
     finally:
         for o, n, v in zip(objects, names, saved):

@@ -87,6 +87,11 @@ def test_numerics_sets_the_cuda_flags_and_restores_them(precision, monkeypatch):
             assert cudnn.benchmark is True
             assert torch.is_autocast_cpu_enabled() is (precision == "bf16")
         assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
+        cudnn.benchmark = True
+        with numerics(precision, "cuda", autotune=False):  # the engine's tuner times this way
+            assert cudnn.benchmark is False
+        assert cudnn.benchmark is True
+        cudnn.benchmark = False
         with numerics(precision, "cpu"):
             assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
         with pytest.raises(ValueError, match="unknown precision"):

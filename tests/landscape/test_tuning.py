@@ -135,6 +135,81 @@ def test_the_tuner_times_one_worker_per_cpu_thread_and_a_few_gpu_streams():
     assert worker_candidates("cuda", 1, 3) == {"loop, 2 streams": ("loop", 2)}
 
 
+def test_the_tuner_stops_timing_a_candidate_that_cannot_win(setup, monkeypatch):
+    """A path many times slower than the fastest is stopped at its first batch past the limit
+    (TUNING_LIMIT times the fastest's time; three times that in its warm-up), and not timed
+    again: on a ResNet-50 the vmap path took minutes to time in full."""
+    import time
+
+    import landscape.engine as engine
+
+    vmap_batches = []
+
+    def slow(x):  # the vmap path calls this once a batch
+        vmap_batches.append(len(x))
+        time.sleep(1.0)
+        return x.contiguous()
+
+    monkeypatch.setattr(engine, "_standard", slow)
+    ev = _evaluator(setup, batch_size=32)
+    start = time.perf_counter()
+    choice = ev.choose_path(setup[2][:4])
+    assert choice.path == "loop" and "vmap" not in choice.seconds_per_point
+    assert choice.note == f"vmap stopped after {engine.TUNING_LIMIT:g}x the fastest's time"
+    loop_seconds = min(choice.seconds_per_point.values()) * 4
+    # the warm-up may take 3 limits: it also makes replicas and CUDA graphs
+    assert 1.0 > 3 * engine.TUNING_LIMIT * loop_seconds, "the loop path must be fast enough for this test"
+    # In full: a warm-up of 2 BN + 3 split batches, then twice 4 BN + 6 split batches
+    assert len(vmap_batches) == 1, vmap_batches
+    assert time.perf_counter() - start < 10
+
+
+def test_the_tuner_times_with_cudnns_autotuner_off_and_evaluates_with_it_on(setup, monkeypatch):
+    """The tuner's slices have one-off batch shapes, each of which the autotuner would benchmark;
+    real evaluations repeat their shapes and keep it on."""
+    import landscape.engine as engine
+
+    seen, original = [], engine.numerics
+
+    def recording(precision, device, *, autotune=True):
+        seen.append(autotune)
+        return original(precision, device, autotune=autotune)
+
+    monkeypatch.setattr(engine, "numerics", recording)
+    ev = _evaluator(setup)
+    seen.clear()  # the constructor's checks
+    ev.tune(setup[2][:4])
+    assert seen and not any(seen)
+    seen.clear()
+    ev.evaluate(setup[2][:4], path="loop")
+    assert seen and all(seen)
+
+
+def test_a_stopped_candidate_leaves_the_evaluator_as_it_was(setup, monkeypatch):
+    """Stopped in the middle of a BN statistics pass and of an evaluation pass, on both paths:
+    the next evaluation gives the numbers of an evaluator that was never stopped."""
+    import landscape.engine as engine
+
+    weights = setup[2][:3]
+    reference = _evaluator(setup).evaluate(weights, path="loop")
+    for path in ("loop", "vmap"):
+        for stop_at in (2, 7):  # a BN batch, then an evaluation batch
+            ev = _evaluator_with(setup, batch_size=32, workers=2)
+            batches, original = [], ev._on_time
+
+            def on_time(batches=batches, stop_at=stop_at, original=original):
+                batches.append(1)
+                if len(batches) == stop_at:
+                    ev._deadline = 0.0  # past
+                original()
+
+            monkeypatch.setattr(ev, "_on_time", on_time)
+            with pytest.raises(engine._OutOfTime):
+                ev._time(weights, None, path, 32, samples=64, limit=60.0)
+            assert ev._deadline is None and ev.batch_size == 32
+            _assert_same(ev.evaluate(weights, path=path), reference)
+
+
 def test_tune_picks_among_its_candidates_and_sets_the_batch_size(setup):
     weights = setup[2]
     ev = _evaluator(setup, batch_size=64)
