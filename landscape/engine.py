@@ -37,6 +37,7 @@ from landscape.errors import UserError
 from landscape.fold import Folded, try_fold
 from landscape.geometry import ParamLayout
 from landscape.numerics import PRECISIONS, numerics
+from landscape.progress import progress
 from landscape.thin_conv import use_matmul_convs
 
 PATHS = ("auto", "loop", "vmap")
@@ -216,6 +217,7 @@ class GridEvaluator:
         self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
         self._deadline: float | None = None  # while the tuner times a candidate (_time)
         self._autotune = True  # cuDNN's autotuner; off while the tuner times (landscape.numerics)
+        self._tuning_bar = None  # the tuner's progress bar, while it runs
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         with numerics("fp32", device):  # the checks compare exact maths, whatever the precision
             thin = matmul_convs and device.type == "cpu"
@@ -342,7 +344,16 @@ class GridEvaluator:
     ) -> Tuning:
         """Pick the path (unless given), then the evaluation batch size among a quarter, one and
         four times the current one, then (vmap only) the group size among ``group_sizes``, each
-        by timing a slice of the data on this group of points. Sets ``batch_size``."""
+        by timing a slice of the data on this group of points. Sets ``batch_size``. A progress
+        bar (when switched on) counts the timings."""
+        with progress(total=None, desc="tuning the engine", unit=" timings") as bar:
+            self._tuning_bar = bar
+            try:
+                return self._tune(weights, buffers, path, group_sizes)
+            finally:
+                self._tuning_bar = None
+
+    def _tune(self, weights, buffers, path: str, group_sizes: Sequence[int]) -> Tuning:
         if path == "auto":
             choice = self.choose_path(weights, buffers)
             path, timings, note = choice.path, dict(choice.seconds_per_point), choice.note
@@ -402,6 +413,8 @@ class GridEvaluator:
         finally:
             self._deadline, self._autotune = None, True
             self.batch_size = previous
+            if self._tuning_bar is not None:  # stopped or not (Ctrl-C is raised here too)
+                self._tuning_bar.update(1)
 
     def _on_time(self) -> None:
         """Called once a batch by every pass: stops a timed candidate past its limit. On a GPU

@@ -185,6 +185,19 @@ def test_the_tuner_times_with_cudnns_autotuner_off_and_evaluates_with_it_on(setu
     assert seen and all(seen)
 
 
+def test_the_tuner_shows_its_progress_when_bars_are_on(setup, capsys):
+    from landscape.progress import enable_progress
+
+    enable_progress(True)
+    try:
+        ev = _evaluator(setup)
+        ev.tune(setup[2][:2], path="loop")  # 3 batch sizes, twice
+    finally:
+        enable_progress(False)
+    assert "tuning the engine: 6 timings" in capsys.readouterr().err
+    assert ev._tuning_bar is None
+
+
 def test_a_stopped_candidate_leaves_the_evaluator_as_it_was(setup, monkeypatch):
     """Stopped in the middle of a BN statistics pass and of an evaluation pass, on both paths:
     the next evaluation gives the numbers of an evaluator that was never stopped."""
