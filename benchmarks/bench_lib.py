@@ -195,19 +195,24 @@ def measure(case: PlaneCase) -> dict[str, Any]:
 
 
 def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sample) -> dict:
-    """The engine with TF32 (GPU), bf16 autocast and (for image models) channels-last, on the
-    first group of the engine's points: points per second, speed-up over fp32, and the largest
-    difference from fp32."""
+    """The engine with TF32 (GPU), bf16 autocast, (for image models) channels-last and (GPU,
+    loop path) ghost batches in the BN pass, as many fixed BN batches a forward as fit in an
+    evaluation batch, on the first group of the engine's points: points per second, speed-up
+    over fp32, and the largest difference from fp32."""
     points = engine_sample[: tuning.group_size]
     at = list(range(len(points)))
     image = data.splits["test"][0].dim() == 4
     gpu = data.splits["test"][0].device.type == "cuda"
     out = {}
+    ghosts = max(2, tuning.batch_size // case.bn_batch_size)
     for name, kw in (("tf32", {"precision": "tf32"}), ("bf16", {"precision": "bf16"}),
                      ("channels_last", {"channels_last": True}),
-                     ("bf16+cl", {"precision": "bf16", "channels_last": True})):
-        if ("channels_last" in kw and not image) or (name == "tf32" and not gpu):
-            continue  # channels-last is for images; TF32 exists on GPUs only
+                     ("bf16+cl", {"precision": "bf16", "channels_last": True}),
+                     ("ghost-bn", {"bn_ghosts": ghosts})):
+        if ("channels_last" in kw and not image) or (name in ("tf32", "ghost-bn") and not gpu):
+            continue  # channels-last is for images; TF32 and the GPU's BN pass exist on GPUs only
+        if name == "ghost-bn" and tuning.path != "loop":
+            continue
         if case.options is not None and name not in case.options:
             continue
         try:
@@ -223,6 +228,8 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
                 for m in ("loss", "acc")}
         out[name] = {"points_per_s": t.points_per_s, "speedup": t.points_per_s / engine.points_per_s,
                      "max_abs_diff": diff}
+        if "bn_ghosts" in kw:
+            out[name].update(bn_ghosts=ghosts, note=ev.ghost_note)
     return out
 
 

@@ -67,7 +67,7 @@ CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 
 
 # On a GPU the naive loop takes 10 s or more a point, so the extras are trimmed to what matters.
-GPU_EXTRAS = dict(options=("tf32", "bf16+cl"), other_path=False)
+GPU_EXTRAS = dict(options=("tf32", "bf16+cl", "ghost-bn"), other_path=False)
 CPU_OPTIONS = ("bf16", "channels_last")  # bf16 alone already runs at a few % of fp32 on a CPU
 CPU_IMAGE_OPTIONS = ("channels_last",)  # bf16 ResNets on a CPU: 0.01 points/s, 15 min a group
 
@@ -328,7 +328,8 @@ def table(result: dict[str, Any]) -> str:
     by_precision = result.get("matmul_flops_per_s_by_precision")
     if by_precision:
         lines[1] += "; " + ", ".join(f"{p} {v / 1e12:.1f} TFLOP/s" for p, v in by_precision.items())
-    opts = [(r, name, o) for r in result["cases"] for name, o in r.get("options", {}).items()]
+    opts = [(r, f"{name} x{o['bn_ghosts']}" if "bn_ghosts" in o else name, o)
+            for r in result["cases"] for name, o in r.get("options", {}).items()]
     if opts:
         lines += ["", f"{'case':<10}{'option':<15}{'pt/s':>9}{'vs fp32':>9}{'max|dloss|':>12}{'max|dacc|':>11}"
                       f"{'of its mm':>11}"]
@@ -363,7 +364,7 @@ def _bn_share(case: dict[str, Any]) -> str:
 
 def _option_fraction(case: dict[str, Any], name: str, option: dict[str, Any], by_precision) -> str:
     """The option's FLOP/s as a fraction of the matmul rate at its own precision (GPU only)."""
-    precision = "bf16" if name.startswith("bf16") else "tf32" if name == "tf32" else "fp32"
+    precision = "bf16" if name.startswith("bf16") else "tf32" if name.startswith("tf32") else "fp32"
     if not by_precision or not case.get("flops_per_point"):
         return ""
     return f"{100 * case['flops_per_point'] * option['points_per_s'] / by_precision[precision]:.0f}%"

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,7 @@ class _Recorder(threading.local):
 
     def __init__(self) -> None:
         self.on = False
+        self.ghosts = False  # the BN layers record themselves (_ghost_bn), not the hooks
         self.records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.calls: dict[str, int] = {}
 
@@ -176,6 +178,11 @@ class GridEvaluator:
             threads (small models keep two cores busier this way than with two threads per
             operation); on a GPU each queues its work on a CUDA stream of its own, so that the
             small kernels of several points run side by side. None: 1 until ``tune`` measures it.
+        bn_ghosts: on a GPU (the loop path's BN pass with sums on the device), run this many
+            fixed BN batches in one forward, each normalised with its own statistics ("ghost
+            batches"): the same statistics as one batch at a time, from larger kernels.
+            Checked against one batch at a time when first used (``ghost_note``); off under
+            bf16. Experimental: the benchmarks time it as an option.
     """
 
     def __init__(
@@ -193,6 +200,7 @@ class GridEvaluator:
         cuda_graphs: bool = True,
         workers: int | None = None,
         matmul_convs: bool = True,
+        bn_ghosts: int = 1,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
@@ -200,6 +208,8 @@ class GridEvaluator:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if workers is not None and not (isinstance(workers, int) and workers >= 1):
             raise UserError(f"workers must be a positive integer, got {workers!r}")
+        if not (isinstance(bn_ghosts, int) and bn_ghosts >= 1):
+            raise UserError(f"bn_ghosts must be a positive integer, got {bn_ghosts!r}")
         device = data.compute_device
         self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
         self.precision, self.channels_last = precision, channels_last
@@ -231,6 +241,8 @@ class GridEvaluator:
         self.cuda_graphs = cuda_graphs
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
         self.graph_note = ""
+        self.bn_ghosts, self.ghost_note = bn_ghosts, ""
+        self._ghosts_hold: bool | None = None  # checked once (_check_ghosts)
         self._threads: tuple[ThreadPoolExecutor, int] | None = None  # GPU workers' threads, size
         for name, m in self._bn_layers:  # copied along into the vmap path's stats model
             m.register_forward_pre_hook(self._stats_hook(name))
@@ -595,6 +607,7 @@ class GridEvaluator:
         if not self.device_sums:
             recompute_bn_(replica.model, inputs, batch_size=self.bn_batch_size, transform=self._batch)
             return
+        self._check_ghosts()
         with self._batch_stats(replica):
             acc, calls = self._bn_sums(replica, inputs)
         for name, m in replica.bn_layers:
@@ -605,20 +618,53 @@ class GridEvaluator:
                 m.num_batches_tracked.fill_(calls[name])
 
     @contextlib.contextmanager
-    def _batch_stats(self, replica: _Replica):
+    def _batch_stats(self, replica: _Replica, ghosts: int | None = None):
         """The replica's BN layers normalise with batch statistics and update nothing, while
-        this thread records their inputs."""
-        for _, m in replica.bn_layers:
+        this thread records their inputs; with ``ghosts`` > 1 (default: ``_ghost_batches``)
+        they take that many fixed batches at once (``_ghost_bn``)."""
+        ghosts = self._ghost_batches() if ghosts is None else ghosts
+        for name, m in replica.bn_layers:
             m.train()
             m.track_running_stats = False
-        self._rec.on = True
+            if ghosts > 1:  # an instance attribute: this replica's layers only
+                m.forward = functools.partial(_ghost_bn, m, name, self._rec, self.bn_batch_size)
+        self._rec.on, self._rec.ghosts = True, ghosts > 1
         try:
             yield
         finally:
-            self._rec.on = False
+            self._rec.on = self._rec.ghosts = False
             for _, m in replica.bn_layers:
+                m.__dict__.pop("forward", None)
                 m.track_running_stats = True
                 m.eval()
+
+    def _ghost_batches(self) -> int:
+        """Fixed BN batches per forward in the loop path's BN pass (1 unless ``bn_ghosts``
+        was asked for and holds for this model)."""
+        return self.bn_ghosts if self._ghosts_hold else 1
+
+    def _check_ghosts(self) -> None:
+        """Once, before any BN graph is captured: whether ghost batches give this model the
+        statistics of one batch at a time (not so for a model whose BN layers see rows of
+        several inputs at once). Compared on the first fixed batches of the BN inputs."""
+        if self._ghosts_hold is not None:
+            return
+        inputs, b = self.data.bn_inputs, self.bn_batch_size
+        k = min(self.bn_ghosts, 0 if inputs is None else len(inputs) // b)
+        if k < 2 or not self._bn_layers or not self.device_sums or self.precision == "bf16":
+            self._ghosts_hold = False
+            return
+        replica = self._replicas[0]
+        acc, step, sums = self._accumulators(replica), self._bn_step(replica), []
+        for ghosts in (1, k):
+            _zero(acc)
+            with self._batch_stats(replica, ghosts):
+                for xb in _bn_pieces(inputs[: k * b], b, ghosts * b):
+                    step(xb)
+            sums.append([t.clone() for pair in acc.values() for t in pair])
+        self._ghosts_hold = all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums))
+        self.ghost_note = (f"{self.bn_ghosts} fixed batches a forward" if self._ghosts_hold else
+                           "not used: its BN statistics differ from one batch at a time")
 
     def _bn_sums(self, replica: _Replica, inputs: torch.Tensor
                  ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int]]:
@@ -626,13 +672,12 @@ class GridEvaluator:
         often it ran. Full batches go through the CUDA graph when there is one."""
         acc, step = self._accumulators(replica), self._bn_step(replica)
         calls: dict[str, int] = {}
-        full = len(inputs) // self.bn_batch_size * self.bn_batch_size
-        graph = self._bn_graph(replica, inputs[: self.bn_batch_size]) if full else None
+        chunk = self._ghost_batches() * self.bn_batch_size  # rows a forward
+        graph = self._bn_graph(replica, inputs[:chunk]) if len(inputs) >= chunk else None
         _zero(acc)
-        for start in range(0, len(inputs), self.bn_batch_size):
-            xb = inputs[start : start + self.bn_batch_size]
+        for xb in _bn_pieces(inputs, self.bn_batch_size, chunk):
             self._on_time()
-            if graph is not None and start < full:
+            if graph is not None and len(xb) == chunk:
                 graph(xb)
                 counts = replica.graph_calls
             else:
@@ -670,10 +715,12 @@ class GridEvaluator:
         inputs = self.data.bn_inputs
         if self.bn_policy != "recompute" or not self.device_sums or inputs is None:
             return
-        if self._bn_layers and len(inputs) >= self.bn_batch_size:
+        self._check_ghosts()  # decides the graphs' input size
+        chunk = self._ghost_batches() * self.bn_batch_size
+        if self._bn_layers and len(inputs) >= chunk:
             for replica in replicas:
                 with self._batch_stats(replica):
-                    self._bn_graph(replica, inputs[: self.bn_batch_size])
+                    self._bn_graph(replica, inputs[:chunk])
 
     def _bn_graph(self, replica: _Replica, example: torch.Tensor) -> GraphedStep | None:
         """The replica's BN step as a CUDA graph, captured once and checked against the eager
@@ -785,17 +832,11 @@ class GridEvaluator:
 
         def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             self = owner()
-            if self is None or not self._rec.on:
+            if self is None or not self._rec.on or self._rec.ghosts:
                 return
-            rec = self._rec  # this thread's records
             x = args[0].float()  # statistics in fp32, also under bf16 autocast
-            dims = [0, *range(2, x.dim())]  # every dim but channels
-            var, mean = torch.var_mean(x, dims, correction=1)
-            if name in rec.records:  # the layer runs again in the same forward
-                prev_mean, prev_var = rec.records[name]
-                mean, var = prev_mean + mean, prev_var + var
-            rec.records[name] = (mean, var)
-            rec.calls[name] = rec.calls.get(name, 0) + 1
+            var, mean = torch.var_mean(x, [0, *range(2, x.dim())], correction=1)  # all dims but channels
+            _add_record(self._rec, name, mean, var, 1)  # this thread's records
 
         return record
 
@@ -903,6 +944,52 @@ def _zero(acc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
     for pair in acc.values():
         for t in pair:
             t.zero_()
+
+
+def _add_record(rec: _Recorder, name: str, mean: torch.Tensor, var: torch.Tensor, calls: int) -> None:
+    """Record a BN layer's batch means and unbiased variances (summed over ``calls`` batches);
+    a layer that runs again in the same forward adds to its record."""
+    if name in rec.records:
+        prev_mean, prev_var = rec.records[name]
+        mean, var = prev_mean + mean, prev_var + var
+    rec.records[name] = (mean, var)
+    rec.calls[name] = rec.calls.get(name, 0) + calls
+
+
+def _ghost_bn(m: nn.Module, name: str, rec: _Recorder, batch: int, x: torch.Tensor) -> torch.Tensor:
+    """``m``'s train-mode forward on several fixed batches of ``batch`` rows at once, each
+    normalised with its own statistics ("ghost batches"), recording what the hooks would record
+    for each batch. Anything else (one batch, a shorter last one) runs as BN itself does."""
+    n = x.shape[0]
+    if n % batch or n == batch:
+        var, mean = torch.var_mean(x.float(), [0, *range(2, x.dim())], correction=1)
+        _add_record(rec, name, mean, var, 1)
+        return type(m).forward(m, x)
+    g = n // batch
+    v = x.view(g, batch, *x.shape[1:])  # (batches, rows, channels, ...)
+    var, mean = torch.var_mean(v, [1, *range(3, v.dim())], correction=0, keepdim=True)
+    per_channel = v[0].numel() // v.shape[2]
+    _add_record(rec, name, mean.sum(0).flatten(), var.sum(0).flatten() * (per_channel / (per_channel - 1)), g)
+    shape = [1, 1, -1] + [1] * (v.dim() - 3)
+    scale = torch.rsqrt(var + m.eps)
+    if m.weight is not None:
+        scale = scale * m.weight.view(shape)
+    shift = -mean * scale
+    if m.bias is not None:
+        shift = shift + m.bias.view(shape)
+    return torch.addcmul(shift, v, scale).reshape(x.shape)
+
+
+def _bn_pieces(inputs: torch.Tensor, batch: int, chunk: int) -> Iterator[torch.Tensor]:
+    """``inputs`` as whole chunks of ``chunk`` rows, then the rest of the whole fixed batches
+    in one piece, then the last, shorter batch: each piece holds whole fixed batches or one."""
+    full, whole = len(inputs) // chunk * chunk, len(inputs) // batch * batch
+    for start in range(0, full, chunk):
+        yield inputs[start : start + chunk]
+    if whole > full:
+        yield inputs[full:whole]
+    if len(inputs) > whole:
+        yield inputs[whole:]
 
 
 def _same_sums(graph: GraphedStep, step, x: torch.Tensor, acc) -> bool:

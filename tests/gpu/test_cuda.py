@@ -214,3 +214,17 @@ def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
             assert all(r.graph for r in ev._replicas), ev.graph_note
         for split in splits:
             np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
+
+
+def test_ghost_batches_on_the_gpu_give_one_batch_at_a_times_numbers():
+    """4 fixed BN batches a forward, each normalised with its own statistics, replayed as CUDA
+    graphs of that size, alone and on 3 streams: the numbers of one batch at a time."""
+    model, layout, splits, w = _case(n_train=300)  # 9 fixed batches of 32 and 12 rows
+    ref = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    for workers in (1, 3):
+        ev = _evaluator(model, layout, splits, workers=workers, bn_ghosts=4)
+        got = ev.evaluate(w, path="loop").metrics
+        assert ev.ghost_note == "4 fixed batches a forward"
+        assert all(r.graph and r.graph.x.shape[0] == 4 * 32 for r in ev._replicas), ev.graph_note
+        for split in splits:
+            np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)

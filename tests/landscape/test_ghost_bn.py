@@ -1,0 +1,122 @@
+"""Ghost batches in the loop path's BN pass (``GridEvaluator(bn_ghosts=k)``): several fixed BN
+batches in one forward, each normalised with its own statistics, must give the statistics of one
+batch at a time. They run where the BN sums are gathered on the device (a GPU); here that path
+is run on the CPU (``device_sums``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_model, perturbed
+from torch import nn
+
+import landscape.engine as engine
+from landscape import UserError, load_dataset
+from landscape.engine import EvalData, GridEvaluator
+from landscape.geometry import ParamLayout
+
+BN_BATCH = 32
+
+
+def _data(n_bn: int) -> EvalData:
+    train, test = load_dataset("mnist1d", "train"), load_dataset("mnist1d", "test")
+    return EvalData({"train": (train.inputs[:160], train.labels[:160]),
+                     "test": (test.inputs[:90], test.labels[:90])}, train.inputs[:n_bn])
+
+
+def _assert_same(a, b, atol=1e-6):
+    for split in a.metrics:
+        for m in ("loss", "acc"):
+            np.testing.assert_allclose(a.metrics[split][m], b.metrics[split][m], atol=atol, rtol=0)
+
+
+def _weights(model, n=4):
+    layout = ParamLayout.of(model)
+    return layout, torch.stack([layout.flatten(perturbed(model, s, 0.2).state_dict()) for s in range(n)])
+
+
+def _ghosted(model, layout, data, ghosts, **kw):
+    ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH, batch_size=64,
+                       bn_ghosts=ghosts, **kw)
+    ev.device_sums = True  # the GPU's BN pass, on the CPU
+    return ev
+
+
+@pytest.mark.parametrize("n_bn", [160, 150])  # 5 fixed batches; 4 and a shorter last one
+def test_ghost_batches_give_the_statistics_of_one_batch_at_a_time(n_bn, monkeypatch):
+    model = make_model(0)
+    layout, w = _weights(model)
+    data = _data(n_bn)
+    reference = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH,
+                              batch_size=64).evaluate(w, path="loop")
+    ghost_calls = []
+    original = engine._ghost_bn
+
+    def spy(m, name, rec, batch, x):
+        ghost_calls.append(len(x) // batch if len(x) % batch == 0 else 0)
+        return original(m, name, rec, batch, x)
+
+    monkeypatch.setattr(engine, "_ghost_bn", spy)
+    for ghosts, workers in ((2, 1), (3, 1), (8, 1), (3, 2)):  # 8: more than there are batches
+        ev = _ghosted(model, layout, data, ghosts, workers=workers)
+        ghost_calls.clear()
+        _assert_same(ev.evaluate(w, path="loop"), reference)
+        assert ev.ghost_note == f"{ghosts} fixed batches a forward"
+        assert max(ghost_calls) == min(ghosts, n_bn // BN_BATCH)  # several batches in one forward
+        if n_bn % BN_BATCH:
+            assert 0 in ghost_calls  # the shorter last batch ran as BN itself runs it
+
+
+class _Interleave(nn.Module):
+    """Reorders the rows of the batch (its inverse when ``back``): a model whose BN layer sees
+    rows of several inputs' batches mixed, so ghost batches would change its statistics."""
+
+    def __init__(self, back: bool = False) -> None:
+        super().__init__()
+        self.back = back
+
+    def forward(self, x):
+        n = len(x)
+        if n % 2:
+            return x
+        if self.back:
+            return x.view(n // 2, 2, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
+        return x.view(2, n // 2, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
+
+
+def test_ghost_batches_are_not_used_where_they_would_change_the_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 4, 5, bias=False), _Interleave(),
+                          nn.BatchNorm1d(4), _Interleave(back=True), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 36, 10)).eval()
+    layout, w = _weights(model)
+    data = _data(160)
+    reference = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH,
+                              batch_size=64).evaluate(w, path="loop")
+    ev = _ghosted(model, layout, data, 4)
+    _assert_same(ev.evaluate(w, path="loop"), reference)
+    assert ev.ghost_note.startswith("not used") and ev._ghost_batches() == 1
+
+
+def test_ghost_batches_must_be_a_positive_count():
+    model = make_model(0)
+    with pytest.raises(UserError, match="bn_ghosts must be a positive integer"):
+        GridEvaluator(model, ParamLayout.of(model), _data(64), bn_policy="recompute", bn_ghosts=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ghost_batches_of_images_give_the_statistics_of_one_batch_at_a_time(channels_last):
+    from landscape import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, width=4).eval()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(100, 3, 8, 8, generator=gen), torch.randint(0, 10, (100,), generator=gen)
+    data = EvalData({"train": (x, y), "test": (x[:40], y[:40])}, x)
+    layout, w = _weights(model, 3)
+    reference = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH,
+                              batch_size=64).evaluate(w, path="loop")
+    ev = _ghosted(model, layout, data, 3, channels_last=channels_last)
+    _assert_same(ev.evaluate(w, path="loop"), reference, atol=2e-6)
+    assert ev.ghost_note == "3 fixed batches a forward"
