@@ -195,10 +195,10 @@ def measure(case: PlaneCase) -> dict[str, Any]:
 
 
 def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sample) -> dict:
-    """The engine with TF32 (GPU), bf16 autocast, (for image models) channels-last and (GPU,
-    loop path) ghost batches in the BN pass, as many fixed BN batches a forward as fit in an
-    evaluation batch, on the first group of the engine's points: points per second, speed-up
-    over fp32, and the largest difference from fp32."""
+    """The engine with TF32 (GPU), bf16 autocast, (for image models) channels-last, and on a
+    GPU ghost batches in the loop path's BN pass (evaluation batch // BN batch of them, at least
+    2) and cuDNN's autotuner, on the first group of the engine's points: points per second,
+    speed-up over fp32, and the largest difference from fp32."""
     points = engine_sample[: tuning.group_size]
     at = list(range(len(points)))
     image = data.splits["test"][0].dim() == 4
@@ -208,8 +208,8 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
     for name, kw in (("tf32", {"precision": "tf32"}), ("bf16", {"precision": "bf16"}),
                      ("channels_last", {"channels_last": True}),
                      ("bf16+cl", {"precision": "bf16", "channels_last": True}),
-                     ("ghost-bn", {"bn_ghosts": ghosts})):
-        if ("channels_last" in kw and not image) or (name in ("tf32", "ghost-bn") and not gpu):
+                     ("ghost-bn", {"bn_ghosts": ghosts}), ("cudnn-benchmark", {"cudnn_benchmark": True})):
+        if ("channels_last" in kw and not image) or (name in ("tf32", "ghost-bn", "cudnn-benchmark") and not gpu):
             continue  # channels-last is for images; TF32 and the GPU's BN pass exist on GPUs only
         if name == "ghost-bn" and tuning.path != "loop":
             continue

@@ -66,8 +66,10 @@ CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 # ----------------------------------------------------------------------------- sizes
 
 
-# On a GPU the naive loop takes 10 s or more a point, so the extras are trimmed to what matters.
-GPU_EXTRAS = dict(options=("tf32", "bf16+cl", "ghost-bn"), other_path=False)
+# On a GPU the naive loop takes 10 s or more a point, so the extras are trimmed to what matters
+# (ResNet-50: the autotuner would benchmark 53 convolutions per shape and thread, minutes).
+GPU_EXTRAS = dict(options=("tf32", "bf16+cl", "ghost-bn", "cudnn-benchmark"), other_path=False)
+GPU_EXTRAS_LARGE = dict(options=("tf32", "bf16+cl"), other_path=False)
 CPU_OPTIONS = ("bf16", "channels_last")  # bf16 alone already runs at a few % of fp32 on a CPU
 CPU_IMAGE_OPTIONS = ("channels_last",)  # bf16 ResNets on a CPU: 0.01 points/s, 15 min a group
 
@@ -88,7 +90,7 @@ def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         resnet20 = dict(train=50000, test=10000, grid=21, naive=1, engine=16, px=32, batch=1024, group=8,
                         **GPU_EXTRAS)
         resnet50 = dict(train=5000, test=1000, grid=21, naive=1, engine=4, px=224, batch=512, group=4,
-                        **GPU_EXTRAS)
+                        **GPU_EXTRAS_LARGE)
     else:  # a ResNet-50 point takes about 7 s on 2 cores: its group is as small as its sample
         resnet20 = dict(train=2000, test=500, grid=21, naive=2, engine=8, px=32, options=CPU_IMAGE_OPTIONS)
         resnet50 = dict(train=64, test=32, grid=21, naive=1, engine=2, px=128, group=2,

@@ -14,6 +14,7 @@ evaluation batch, then splits the group, instead of failing (``backoffs`` record
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -144,6 +145,7 @@ class _Recorder(threading.local):
     def __init__(self) -> None:
         self.on = False
         self.ghosts = False  # the BN layers record themselves (_ghost_bn), not the hooks
+        self.events: collections.deque = collections.deque()  # the tuner's pace (_on_time)
         self.records: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.calls: dict[str, int] = {}
 
@@ -183,6 +185,11 @@ class GridEvaluator:
             batches"): the same statistics as one batch at a time, from larger kernels.
             Checked against one batch at a time when first used (``ghost_note``); off under
             bf16. Experimental: the benchmarks time it as an option.
+        cudnn_benchmark: let cuDNN time its algorithms for each new input shape and thread
+            (``torch.backends.cudnn.benchmark``), instead of its heuristics. Off by default:
+            the engine meets several shapes (each split's last batch, the tuner's slices) on
+            several threads, and on a large model each costs a benchmark of every convolution.
+            The benchmarks time it as an option.
     """
 
     def __init__(
@@ -201,6 +208,7 @@ class GridEvaluator:
         workers: int | None = None,
         matmul_convs: bool = True,
         bn_ghosts: int = 1,
+        cudnn_benchmark: bool = False,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
@@ -226,7 +234,6 @@ class GridEvaluator:
         self.max_group: int | None = None  # set when a group had to be split for memory
         self._failed_in_bn = False  # the last attempt failed in a BN statistics pass (back-off)
         self._deadline: float | None = None  # while the tuner times a candidate (_time)
-        self._autotune = True  # cuDNN's autotuner; off while the tuner times (landscape.numerics)
         self._tuning_bar = None  # the tuner's progress bar, while it runs
         sample = self.data.batch(next(iter(self.data.splits.values()))[0][:8])
         with numerics("fp32", device):  # the checks compare exact maths, whatever the precision
@@ -242,6 +249,7 @@ class GridEvaluator:
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
         self.graph_note = ""
         self.bn_ghosts, self.ghost_note = bn_ghosts, ""
+        self.cudnn_benchmark = cudnn_benchmark
         self._ghosts_hold: bool | None = None  # checked once (_check_ghosts)
         self._threads: tuple[ThreadPoolExecutor, int] | None = None  # GPU workers' threads, size
         for name, m in self._bn_layers:  # copied along into the vmap path's stats model
@@ -281,7 +289,7 @@ class GridEvaluator:
         run = self._eval_loop if path == "loop" else self._eval_vmap
         self._failed_in_bn = False
         try:
-            with numerics(self.precision, self._device, autotune=self._autotune):
+            with numerics(self.precision, self._device, autotune=self.cudnn_benchmark):
                 return run(weights, buffers, max_samples)
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
@@ -299,6 +307,10 @@ class GridEvaluator:
         batch (False), or ask for the group to be split (True); a clear error when none of
         these is possible."""
         in_bn, self._failed_in_bn = self._failed_in_bn, False
+        if in_bn and path == "loop" and self._ghost_batches() > 1:  # k times the BN pass's activations
+            self._drop_ghosts("out of memory")
+            self.backoffs.append("out of memory: the BN pass runs one fixed batch a forward from now on")
+            return False
         running = min(self.workers, points) if path == "loop" else 1
         if running > 1:  # fewer points at once need fewer activations (and CUDA graphs)
             self.workers = running // 2
@@ -381,18 +393,15 @@ class GridEvaluator:
         dropped: set[int] = set()
         for _ in range(2):  # interleaved repeats, best time kept (see choose_path)
             for size in sorted(set(sizes) - dropped):
-                workers = self.workers
-                try:
-                    t = self._time(*probe, path, size, samples=min(longest, max(sizes)),
-                                   limit=_limit(per_size.values(), n))
-                except _OutOfTime:
+                t, why = self._time_candidate(probe, path, size, min(longest, max(sizes)),
+                                              _limit(per_size.values(), n))
+                if why and why.startswith("stopped") and size in per_size:
+                    continue  # a second timing stopped by a moment of load: the first one stands
+                if why:
                     dropped.add(size)
-                    note = "; ".join(filter(None, [note, f"batch {size} stopped after {TUNING_LIMIT:g}x "
-                                                         "the fastest's time"]))
-                    continue
-                if self.workers < workers:  # out of memory at this size with that many points at once
-                    self.workers = workers
-                    dropped.add(size)
+                    per_size.pop(size, None)
+                    timings.pop(f"batch={size}", None)
+                    note = "; ".join(filter(None, [note, f"batch {size} {why}"]))
                     continue
                 per_size[size] = min(t, per_size.get(size, float("inf")))
                 timings[f"batch={size}"] = per_size[size]
@@ -412,9 +421,8 @@ class GridEvaluator:
         """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
         inputs) at this batch size, after a warm-up. ``limit``: raise ``_OutOfTime`` once the
         timed run has taken that many seconds, or the warm-up three times as long (it also makes
-        the workers' replicas and CUDA graphs): a candidate that cannot win. cuDNN's autotuner is
-        off meanwhile: each one-off shape of a slice would be benchmarked."""
-        previous, self.batch_size, self._autotune = self.batch_size, batch_size, False
+        the workers' replicas and CUDA graphs): a candidate that cannot win."""
+        previous, self.batch_size = self.batch_size, batch_size
         n = self.workers if path == "loop" else 1  # the warm-up also makes the workers' replicas
         try:
             for points, max_samples, allowed in ((n, batch_size, 3), (len(weights), samples, 1)):
@@ -423,15 +431,42 @@ class GridEvaluator:
                 self.evaluate(weights[:points], _head(buffers, points), path=path, max_samples=max_samples)
             return (time.perf_counter() - start) / len(weights)
         finally:
-            self._deadline, self._autotune = None, True
+            self._deadline = None
+            self._rec.events.clear()
             self.batch_size = previous
             if self._tuning_bar is not None:  # stopped or not (Ctrl-C is raised here too)
                 self._tuning_bar.update(1)
 
+    def _time_candidate(self, probe, path: str, batch_size: int, samples: int, limit: float | None
+                        ) -> tuple[float | None, str | None]:
+        """``_time`` for the tuner: (seconds per point, None), or (None, why the candidate is out).
+        A candidate that ran out of memory with its number of points at once is out; the
+        workers halved meanwhile are restored, and the back-off is not kept as "from now on"."""
+        workers, logged = self.workers, len(self.backoffs)
+        t, why = None, None
+        try:
+            t = self._time(*probe, path, batch_size, samples=samples, limit=limit)
+        except _OutOfTime:
+            why = f"stopped after {TUNING_LIMIT:g}x the fastest's time"
+        if self.workers < workers:
+            self.workers = workers
+            del self.backoffs[logged:]
+            why = "dropped: out of memory"
+        return t, why
+
     def _on_time(self) -> None:
         """Called once a batch by every pass: stops a timed candidate past its limit. On a GPU
-        the host runs at most a few batches ahead of the device, so host time is close enough."""
-        if self._deadline is not None and time.perf_counter() > self._deadline:
+        the host could queue a whole pass ahead of the device, so while a limit is set each
+        call also waits until the device has finished the batch before last."""
+        if self._deadline is None:
+            return
+        if self._device.type == "cuda":
+            events = self._rec.events  # this thread's
+            events.append(torch.cuda.Event())
+            events[-1].record(torch.cuda.current_stream(self._device))
+            if len(events) > 2:
+                events.popleft().synchronize()
+        if time.perf_counter() > self._deadline:
             raise _OutOfTime
 
     def _batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -461,19 +496,17 @@ class GridEvaluator:
                 for label, (path, self.workers) in candidates.items():
                     if label in skip:
                         continue
-                    n = self.workers
                     try:
-                        t = self._time(weights, buffers, path, self.batch_size, samples=samples,
-                                       limit=_limit(timings.values(), len(weights)))
-                    except _OutOfTime:
-                        notes.append(f"{label} stopped after {TUNING_LIMIT:g}x the fastest's time")
-                        skip.add(label)
-                        continue
+                        t, why = self._time_candidate((weights, buffers), path, self.batch_size, samples,
+                                                      _limit(timings.values(), len(weights)))
                     except (RuntimeError, NotImplementedError) as exc:  # e.g. a model vmap cannot batch
                         notes.append(f"{path} unavailable: {str(exc).splitlines()[0][:160]}")
                         skip.update(lb for lb, (p, _) in candidates.items() if p == path)
                         continue
-                    if self.workers < n:  # out of memory with n points at once: not a candidate
+                    if why and why.startswith("stopped") and label in timings:
+                        continue  # a second timing stopped by a moment of load: the first one stands
+                    if why:  # no time of its own, even from the first round
+                        notes.append(f"{label} {why}")
                         skip.add(label)
                         timings.pop(label, None)
                         continue
@@ -521,7 +554,7 @@ class GridEvaluator:
 
         def work(j: int) -> None:
             replica = replicas[j]
-            with torch.no_grad(), numerics(self.precision, self._device, autotune=self._autotune), \
+            with torch.no_grad(), numerics(self.precision, self._device, autotune=self.cudnn_benchmark), \
                     _on(replica.stream):  # per thread
                 for i in range(j, k, workers):
                     if stop.is_set():
@@ -535,8 +568,9 @@ class GridEvaluator:
             finally:  # a failed point, or Ctrl-C in this thread: the others stop at their next
                 stop.set()
                 wait(futures)
-            for f in futures:
-                f.result()
+            errors = [e for f in futures if (e := f.exception()) is not None]
+            if errors:  # a real error before the tuner's time limit, which only stops the others
+                raise next((e for e in errors if not isinstance(e, _OutOfTime)), errors[0])
 
     @contextlib.contextmanager
     def _pool(self, workers: int):
@@ -654,17 +688,38 @@ class GridEvaluator:
         if k < 2 or not self._bn_layers or not self.device_sums or self.precision == "bf16":
             self._ghosts_hold = False
             return
-        replica = self._replicas[0]
+        try:
+            self._ghosts_hold = self._ghosts_agree(k)
+        except (OutOfMemoryError, RuntimeError) as exc:
+            if not _is_oom(exc):
+                raise
+            self._ghosts_hold = False
+        if self._ghosts_hold is False and not self.ghost_note:
+            self.ghost_note = "not used: out of memory while checked"
+            _release_memory(self._device)  # after the except block: its traceback held the tensors
+        elif self._ghosts_hold:
+            self.ghost_note = f"{self.bn_ghosts} fixed batches a forward"
+
+    def _ghosts_agree(self, k: int) -> bool:
+        """Whether k fixed batches in one forward record what they record one at a time."""
+        replica, b = self._replicas[0], self.bn_batch_size
         acc, step, sums = self._accumulators(replica), self._bn_step(replica), []
         for ghosts in (1, k):
             _zero(acc)
             with self._batch_stats(replica, ghosts):
-                for xb in _bn_pieces(inputs[: k * b], b, ghosts * b):
+                for xb in _bn_pieces(self.data.bn_inputs[: k * b], b, ghosts * b):
                     step(xb)
             sums.append([t.clone() for pair in acc.values() for t in pair])
-        self._ghosts_hold = all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums))
-        self.ghost_note = (f"{self.bn_ghosts} fixed batches a forward" if self._ghosts_hold else
-                           "not used: its BN statistics differ from one batch at a time")
+        if all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums)):
+            return True
+        self.ghost_note = "not used: its BN statistics differ from one batch at a time"
+        return False
+
+    def _drop_ghosts(self, why: str) -> None:
+        """One fixed batch a forward from now on; the BN graphs, captured for k, are made again."""
+        self._ghosts_hold, self.ghost_note = False, f"not used: {why}"
+        for replica in self._replicas:
+            replica.graph = None
 
     def _bn_sums(self, replica: _Replica, inputs: torch.Tensor
                  ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int]]:

@@ -10,10 +10,9 @@ therefore say which arithmetic they use:
   same arithmetic as fp32). Several times faster on Ampere and later; changes the numbers slightly.
 - ``bf16``: bfloat16 autocast (what autocast keeps in float32 stays IEEE float32).
 
-On CUDA, cuDNN's autotuner is on inside the context (``autotune``): the engine's shapes repeat, so
-the fastest algorithm is chosen once per shape. The engine's own tuner turns it off while it times
-its candidates: their slices of the data have one-off batch shapes, and on a large model each new
-shape costs a benchmark of every convolution. Every setting is restored on exit.
+On CUDA, cuDNN picks its algorithms by its heuristics unless ``autotune`` asks it to time them
+(``torch.backends.cudnn.benchmark``), which it then does for each new input shape on each thread.
+Every setting is restored on exit.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @contextlib.contextmanager
-def numerics(precision: str, device: torch.device | str, *, autotune: bool = True) -> Iterator[None]:
+def numerics(precision: str, device: torch.device | str, *, autotune: bool = False) -> Iterator[None]:
     """Run the enclosed evaluation with ``precision``'s arithmetic on ``device`` (and cuDNN's
     autotuner on or off: ``autotune``)."""
     if precision not in PRECISIONS:

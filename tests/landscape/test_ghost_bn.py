@@ -120,3 +120,35 @@ def test_ghost_batches_of_images_give_the_statistics_of_one_batch_at_a_time(chan
     ev = _ghosted(model, layout, data, 3, channels_last=channels_last)
     _assert_same(ev.evaluate(w, path="loop"), reference, atol=2e-6)
     assert ev.ghost_note == "3 fixed batches a forward"
+
+
+@pytest.mark.parametrize("where", ["check", "pass"])
+def test_out_of_memory_with_ghost_batches_falls_back_to_one_batch_at_a_time(where, monkeypatch):
+    """Ghost batches need k times the BN pass's activations: out of memory, in the first check or
+    in a later pass, makes the pass run one fixed batch a forward, with the same numbers."""
+    from landscape.engine import OutOfMemoryError
+
+    model = make_model(0)
+    layout, w = _weights(model)
+    data = _data(150)
+    reference = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH,
+                              batch_size=64).evaluate(w, path="loop")
+    ev = _ghosted(model, layout, data, 4)
+    if where == "pass":
+        ev.evaluate(w[:1], path="loop")
+        assert ev._ghost_batches() == 4
+    original = engine._ghost_bn
+
+    def short_of_memory(m, name, rec, batch, x):
+        if len(x) > batch:
+            raise OutOfMemoryError("CUDA out of memory (simulated, ghost batches)")
+        return original(m, name, rec, batch, x)
+
+    monkeypatch.setattr(engine, "_ghost_bn", short_of_memory)
+    _assert_same(ev.evaluate(w, path="loop"), reference)
+    assert ev._ghost_batches() == 1 and ev.max_group is None and ev.batch_size == 64
+    if where == "check":
+        assert ev.ghost_note == "not used: out of memory while checked" and ev.backoffs == []
+    else:
+        assert ev.ghost_note == "not used: out of memory"
+        assert ev.backoffs == ["out of memory: the BN pass runs one fixed batch a forward from now on"]

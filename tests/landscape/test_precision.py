@@ -79,19 +79,18 @@ def test_numerics_sets_the_cuda_flags_and_restores_them(precision, monkeypatch):
     try:
         for o, v in zip(objects, start):
             setattr(o, name, v)
-        cudnn.benchmark = False
+        cudnn.benchmark = True
         autocast = torch.autocast
         monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocast("cpu", dtype=torch.bfloat16))
         with numerics(precision, "cuda"):  # flags only: no CUDA device is needed to set them
             assert [getattr(o, name) for o in objects] == [on if precision == "tf32" else off] * 2
-            assert cudnn.benchmark is True
+            assert cudnn.benchmark is False  # cuDNN's heuristics unless asked
             assert torch.is_autocast_cpu_enabled() is (precision == "bf16")
-        assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
-        cudnn.benchmark = True
-        with numerics(precision, "cuda", autotune=False):  # the engine's tuner times this way
-            assert cudnn.benchmark is False
-        assert cudnn.benchmark is True
+        assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is True
         cudnn.benchmark = False
+        with numerics(precision, "cuda", autotune=True):  # GridEvaluator(cudnn_benchmark=True)
+            assert cudnn.benchmark is True
+        assert cudnn.benchmark is False
         with numerics(precision, "cpu"):
             assert [getattr(o, name) for o in objects] == list(start) and cudnn.benchmark is False
         with pytest.raises(ValueError, match="unknown precision"):
