@@ -247,8 +247,9 @@ class GridEvaluator:
         self._bn_layers = self._replicas[0].bn_layers
         self.cuda_graphs = cuda_graphs
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
+        self.ghost_note = "not used: the GPU's BN pass only" if bn_ghosts > 1 and not self.device_sums else ""
         self.graph_note = ""
-        self.bn_ghosts, self.ghost_note = bn_ghosts, ""
+        self.bn_ghosts = bn_ghosts
         self.cudnn_benchmark = cudnn_benchmark
         self._ghosts_hold: bool | None = None  # checked once (_check_ghosts)
         self._threads: tuple[ThreadPoolExecutor, int] | None = None  # GPU workers' threads, size
@@ -685,20 +686,24 @@ class GridEvaluator:
             return
         inputs, b = self.data.bn_inputs, self.bn_batch_size
         k = min(self.bn_ghosts, 0 if inputs is None else len(inputs) // b)
-        if k < 2 or not self._bn_layers or not self.device_sums or self.precision == "bf16":
-            self._ghosts_hold = False
+        why = ("" if self.bn_ghosts == 1 else "not used: the GPU's BN pass only" if not self.device_sums
+               else "not used: off under bf16" if self.precision == "bf16"
+               else "not used: fewer than 2 fixed BN batches" if k < 2 or not self._bn_layers else None)
+        if why is not None:
+            self._ghosts_hold, self.ghost_note = False, why
             return
+        agree = None
         try:
-            self._ghosts_hold = self._ghosts_agree(k)
+            agree = self._ghosts_agree(k)
         except (OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
-            self._ghosts_hold = False
-        if self._ghosts_hold is False and not self.ghost_note:
-            self.ghost_note = "not used: out of memory while checked"
+        if agree is None:
             _release_memory(self._device)  # after the except block: its traceback held the tensors
-        elif self._ghosts_hold:
-            self.ghost_note = f"{self.bn_ghosts} fixed batches a forward"
+        self._ghosts_hold = bool(agree)
+        self.ghost_note = (f"{self.bn_ghosts} fixed batches a forward" if agree else
+                           "not used: out of memory while checked" if agree is None else
+                           "not used: its BN statistics differ from one batch at a time")
 
     def _ghosts_agree(self, k: int) -> bool:
         """Whether k fixed batches in one forward record what they record one at a time."""
@@ -710,10 +715,7 @@ class GridEvaluator:
                 for xb in _bn_pieces(self.data.bn_inputs[: k * b], b, ghosts * b):
                     step(xb)
             sums.append([t.clone() for pair in acc.values() for t in pair])
-        if all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums)):
-            return True
-        self.ghost_note = "not used: its BN statistics differ from one batch at a time"
-        return False
+        return all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums))
 
     def _drop_ghosts(self, why: str) -> None:
         """One fixed batch a forward from now on; the BN graphs, captured for k, are made again."""

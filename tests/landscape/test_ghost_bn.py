@@ -152,3 +152,16 @@ def test_out_of_memory_with_ghost_batches_falls_back_to_one_batch_at_a_time(wher
     else:
         assert ev.ghost_note == "not used: out of memory"
         assert ev.backoffs == ["out of memory: the BN pass runs one fixed batch a forward from now on"]
+
+
+def test_ghost_batches_say_why_they_are_not_used():
+    model = make_model(0)
+    layout, w = _weights(model, 1)
+    for device_sums, precision, n_bn, note in ((False, "fp32", 160, "the GPU's BN pass only"),
+                                               (True, "bf16", 160, "off under bf16"),
+                                               (True, "fp32", 40, "fewer than 2 fixed BN batches")):
+        ev = GridEvaluator(model, layout, _data(n_bn), bn_policy="recompute", bn_batch_size=BN_BATCH,
+                           bn_ghosts=4, precision=precision)
+        ev.device_sums = device_sums
+        ev.evaluate(w, path="loop")
+        assert ev.ghost_note == f"not used: {note}" and ev._ghost_batches() == 1
