@@ -396,16 +396,10 @@ class GridEvaluator:
             for size in sorted(set(sizes) - dropped):
                 t, why = self._time_candidate(probe, path, size, min(longest, max(sizes)),
                                               _limit(per_size.values(), n))
-                if why and why.startswith("stopped") and size in per_size:
-                    continue  # a second timing stopped by a moment of load: the first one stands
-                if why:
+                if _keep_best(per_size, size, t, why):
                     dropped.add(size)
-                    per_size.pop(size, None)
-                    timings.pop(f"batch={size}", None)
                     note = "; ".join(filter(None, [note, f"batch {size} {why}"]))
-                    continue
-                per_size[size] = min(t, per_size.get(size, float("inf")))
-                timings[f"batch={size}"] = per_size[size]
+        timings.update({f"batch={size}": t for size, t in sorted(per_size.items())})
         self.batch_size = min(per_size, key=per_size.get) if per_size else self.batch_size
         group = len(weights)
         if path == "vmap" and group_sizes:
@@ -504,14 +498,9 @@ class GridEvaluator:
                         notes.append(f"{path} unavailable: {str(exc).splitlines()[0][:160]}")
                         skip.update(lb for lb, (p, _) in candidates.items() if p == path)
                         continue
-                    if why and why.startswith("stopped") and label in timings:
-                        continue  # a second timing stopped by a moment of load: the first one stands
-                    if why:  # no time of its own, even from the first round
+                    if _keep_best(timings, label, t, why):
                         notes.append(f"{label} {why}")
                         skip.add(label)
-                        timings.pop(label, None)
-                        continue
-                    timings[label] = min(t, timings.get(label, float("inf")))
         finally:
             self.workers = previous
         note = "; ".join(notes)
@@ -678,16 +667,20 @@ class GridEvaluator:
         was asked for and holds for this model)."""
         return self.bn_ghosts if self._ghosts_hold else 1
 
+    def _bn_rows(self) -> int:
+        """Rows per forward of the GPU's BN pass, and of its CUDA graphs' input."""
+        return self._ghost_batches() * self.bn_batch_size
+
     def _check_ghosts(self) -> None:
-        """Once, before any BN graph is captured: whether ghost batches give this model the
+        """Once, before any BN graph is captured (only the GPU's BN pass gets here; off it,
+        ``ghost_note`` says so from the start): whether ghost batches give this model the
         statistics of one batch at a time (not so for a model whose BN layers see rows of
         several inputs at once). Compared on the first fixed batches of the BN inputs."""
         if self._ghosts_hold is not None:
             return
         inputs, b = self.data.bn_inputs, self.bn_batch_size
         k = min(self.bn_ghosts, 0 if inputs is None else len(inputs) // b)
-        why = ("" if self.bn_ghosts == 1 else "not used: the GPU's BN pass only" if not self.device_sums
-               else "not used: off under bf16" if self.precision == "bf16"
+        why = ("" if self.bn_ghosts == 1 else "not used: off under bf16" if self.precision == "bf16"
                else "not used: fewer than 2 fixed BN batches" if k < 2 or not self._bn_layers else None)
         if why is not None:
             self._ghosts_hold, self.ghost_note = False, why
@@ -729,7 +722,7 @@ class GridEvaluator:
         often it ran. Full batches go through the CUDA graph when there is one."""
         acc, step = self._accumulators(replica), self._bn_step(replica)
         calls: dict[str, int] = {}
-        chunk = self._ghost_batches() * self.bn_batch_size  # rows a forward
+        chunk = self._bn_rows()
         graph = self._bn_graph(replica, inputs[:chunk]) if len(inputs) >= chunk else None
         _zero(acc)
         for xb in _bn_pieces(inputs, self.bn_batch_size, chunk):
@@ -773,7 +766,7 @@ class GridEvaluator:
         if self.bn_policy != "recompute" or not self.device_sums or inputs is None:
             return
         self._check_ghosts()  # decides the graphs' input size
-        chunk = self._ghost_batches() * self.bn_batch_size
+        chunk = self._bn_rows()
         if self._bn_layers and len(inputs) >= chunk:
             for replica in replicas:
                 with self._batch_stats(replica):
@@ -891,9 +884,7 @@ class GridEvaluator:
             self = owner()
             if self is None or not self._rec.on or self._rec.ghosts:
                 return
-            x = args[0].float()  # statistics in fp32, also under bf16 autocast
-            var, mean = torch.var_mean(x, [0, *range(2, x.dim())], correction=1)  # all dims but channels
-            _add_record(self._rec, name, mean, var, 1)  # this thread's records
+            _record_batch(self._rec, name, args[0])  # this thread's records
 
         return record
 
@@ -958,6 +949,19 @@ class GridEvaluator:
         return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
 
 
+def _keep_best(times: dict, key, t: float | None, why: str | None) -> bool:
+    """Keep a tuner candidate's best time in ``times``; True when ``why`` puts it out of the
+    running (its times removed, even from the first round). A second timing stopped by its
+    time limit is a moment of load: the first one stands."""
+    if why is None:
+        times[key] = min(t, times.get(key, float("inf")))
+        return False
+    if why.startswith("stopped") and key in times:
+        return False
+    times.pop(key, None)
+    return True
+
+
 def _limit(seconds_per_point: Iterable[float], points: int) -> float | None:
     """The time limit of the tuner's next candidate: ``TUNING_LIMIT`` times the fastest
     candidate's time so far (None before the first), for ``points`` points."""
@@ -1003,6 +1007,13 @@ def _zero(acc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
             t.zero_()
 
 
+def _record_batch(rec: _Recorder, name: str, x: torch.Tensor) -> None:
+    """Record the batch mean and unbiased variance of a BN layer's input ``x`` (in fp32, also
+    under bf16 autocast; over every dim but channels)."""
+    var, mean = torch.var_mean(x.float(), [0, *range(2, x.dim())], correction=1)
+    _add_record(rec, name, mean, var, 1)
+
+
 def _add_record(rec: _Recorder, name: str, mean: torch.Tensor, var: torch.Tensor, calls: int) -> None:
     """Record a BN layer's batch means and unbiased variances (summed over ``calls`` batches);
     a layer that runs again in the same forward adds to its record."""
@@ -1019,8 +1030,7 @@ def _ghost_bn(m: nn.Module, name: str, rec: _Recorder, batch: int, x: torch.Tens
     for each batch. Anything else (one batch, a shorter last one) runs as BN itself does."""
     n = x.shape[0]
     if n % batch or n == batch:
-        var, mean = torch.var_mean(x.float(), [0, *range(2, x.dim())], correction=1)
-        _add_record(rec, name, mean, var, 1)
+        _record_batch(rec, name, x)
         return type(m).forward(m, x)
     g = n // batch
     v = x.view(g, batch, *x.shape[1:])  # (batches, rows, channels, ...)
