@@ -119,6 +119,24 @@ def _sigterm_interrupts() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    if not getattr(sys.unraisablehook, "quiet_interrupts", False):  # main() may run again in-process
+        sys.unraisablehook = _quiet_dropped_interrupts(sys.unraisablehook)
+
+
+def _quiet_dropped_interrupts(previous):
+    """An unraisable-exception hook that keeps quiet about a KeyboardInterrupt that Python
+    dropped (the signal came while a finalizer or weakref callback ran: Python prints it with
+    a traceback and goes on); the request it stands for stops the run at the next progress
+    update. Anything else goes to ``previous``."""
+    from landscape.progress import interrupt_requested
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and interrupt_requested():
+            return
+        previous(unraisable)
+
+    hook.quiet_interrupts = True
+    return hook
 
 
 if __name__ == "__main__":

@@ -60,6 +60,35 @@ def _check_exit(proc: subprocess.CompletedProcess, sig: int, command: str) -> No
     assert "Traceback" not in err
 
 
+def test_an_interrupt_dropped_in_a_weakref_callback_prints_no_traceback():
+    """A signal that comes while Python runs a weakref callback or a finalizer: Python drops
+    the KeyboardInterrupt and prints it with a traceback. The CLI keeps quiet about it (the
+    request stops the run at the next progress update); other such errors are still printed."""
+    code = """if True:
+        import weakref
+        from cli.main import _sigterm_interrupts
+        from landscape.progress import request_interrupt
+
+        class Thing:
+            pass
+
+        def callback(exc):
+            def raise_it(_):
+                raise exc
+            return raise_it
+
+        _sigterm_interrupts()
+        _sigterm_interrupts()  # main() may run twice in one process: one hook, not two
+        a, b = Thing(), Thing()
+        refs = [weakref.ref(a, callback(KeyboardInterrupt())), weakref.ref(b, callback(ValueError("other")))]
+        request_interrupt()
+        del a, b
+    """
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert "KeyboardInterrupt" not in err
+    assert err.count("Traceback") == 1 and "ValueError: other" in err
+
+
 def _run(argv: list[str]) -> None:
     assert main([*argv, "--quiet"]) == 0
 

@@ -75,6 +75,25 @@ def test_worker_threads_stop_on_a_failure_and_restore_the_thread_count(setup, mo
     assert len(set(started)) == 2  # both threads ran
 
 
+def test_a_real_error_in_one_worker_wins_over_a_time_limit_stop_in_another(setup, monkeypatch):
+    """The tuner's time limit stops every worker; a bug met meanwhile must not hide behind it."""
+    import threading
+
+    import landscape.engine as engine
+
+    ev = _evaluator_with(setup, workers=2)
+    both_started = threading.Barrier(2, timeout=30)
+
+    def fails(self, max_samples, replica=None):
+        first = replica is self._replicas[0]
+        both_started.wait()
+        raise engine._OutOfTime if first else ValueError("broken point")
+
+    monkeypatch.setattr(GridEvaluator, "_loop_bn_stats_", fails)
+    with pytest.raises(ValueError, match="broken point"):  # worker 0's stop comes first in order
+        ev.evaluate(setup[2][:2], path="loop")
+
+
 def test_workers_gathering_bn_statistics_the_gpu_way_keep_them_apart(setup):
     """The GPU's BN pass (sums on the device, recorded by hooks) run on the CPU by 3 workers
     at once: each thread's hooks record into its own records and each replica sums into its
