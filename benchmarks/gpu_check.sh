@@ -7,7 +7,7 @@
 #   GPU_TESTS=none CASES=resnet50 BENCH_TIMEOUT=300 bash benchmarks/gpu_check.sh
 #
 # Knobs: GPU_TESTS (pytest arguments, or none), CASES (suite cases), TESTS_TIMEOUT and
-# BENCH_TIMEOUT (seconds), PYTHON. The figures of the runs so far are in docs/benchmarks.md.
+# BENCH_TIMEOUT (seconds; 20 s before it, every thread's stack goes to bench.log), PYTHON. The figures of the runs so far are in docs/benchmarks.md.
 #
 # Python packages missing on the machine (mnist1d, plotly) can come as wheels in .whl/.
 set -uo pipefail
@@ -32,5 +32,7 @@ if [ "$TESTS" != none ]; then  # GPU_TESTS=none: the benchmarks only
   set +f
 fi
 
-timeout "${BENCH_TIMEOUT:-360}" $PY benchmarks/suite.py --device cuda --cases ${CASES:-resnet20 resnet50} \
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-360}
+export BENCH_STACKS_AFTER=$((BENCH_TIMEOUT - 20))  # every thread's stack, if it stalls
+timeout -k 10 -s INT "$BENCH_TIMEOUT" $PY benchmarks/suite.py --device cuda --cases ${CASES:-resnet20 resnet50} \
   --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"

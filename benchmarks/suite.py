@@ -27,6 +27,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import subprocess
@@ -326,7 +327,8 @@ def table(result: dict[str, Any]) -> str:
             f"{r['case']:<10}{r['grid']:>5}{r['samples']['train']:>7}/{r['samples']['test']:<5}"
             f"{r['engine']['points_per_s']:>13.2f}{r['naive']['points_per_s']:>10.2f}{r['ratio']:>7.1f}x"
             f"{r['max_abs_diff']['loss']:>12.1e}{r['max_abs_diff']['acc']:>11.1e}{gf:>9}{frac:>7}"
-            f"  {t['path']}{_workers(t, r['device'])}, batch {t['batch_size']}, group {t['group_size']}{_bn_share(r)}")
+            f"  {t['path']}{_workers(t, r['device'])}, batch {t['batch_size']}, group {t['group_size']}"
+            f"{_ghosts(t)}{_bn_share(r)}")
     by_precision = result.get("matmul_flops_per_s_by_precision")
     if by_precision:
         lines[1] += "; " + ", ".join(f"{p} {v / 1e12:.1f} TFLOP/s" for p, v in by_precision.items())
@@ -352,6 +354,11 @@ def table(result: dict[str, Any]) -> str:
 def _workers(tuning: dict[str, Any], device: str) -> str:
     unit = "streams" if device.startswith("cuda") else "threads"
     return f" x{tuning['workers']} {unit}" if tuning.get("workers", 1) > 1 else ""
+
+
+def _ghosts(tuning: dict[str, Any]) -> str:
+    k = tuning.get("bn_ghosts", 1)
+    return f", BN pass {k} fixed batches a forward" if k > 1 else ""
 
 
 def _bn_share(case: dict[str, Any]) -> str:
@@ -430,6 +437,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if os.environ.get("BENCH_STACKS_AFTER"):  # a run that stalls shows where, before it is killed
+        faulthandler.dump_traceback_later(float(os.environ["BENCH_STACKS_AFTER"]), exit=False)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     size = sizes(args)

@@ -102,7 +102,7 @@ class PathChoice:
 @dataclass(frozen=True)
 class Tuning:
     """The engine settings ``GridEvaluator.tune`` picked and the timings behind them
-    (seconds per point, keyed ``path``, ``batch=N`` and ``group=K``)."""
+    (seconds per point, keyed by path and workers, ``batch=N``, ``bn_ghosts=K`` and ``group=K``)."""
 
     path: str
     batch_size: int
@@ -110,6 +110,7 @@ class Tuning:
     seconds_per_point: dict[str, float] = field(default_factory=dict)
     note: str = ""
     workers: int = 1
+    bn_ghosts: int = 1
 
 
 @dataclass
@@ -184,7 +185,8 @@ class GridEvaluator:
             fixed BN batches in one forward, each normalised with its own statistics ("ghost
             batches"): the same statistics as one batch at a time, from larger kernels.
             Checked against one batch at a time when first used (``ghost_note``); off under
-            bf16. Experimental: the benchmarks time it as an option.
+            bf16. None: 1 until ``tune`` measures it (there, one against
+            ``evaluation batch // bn_batch_size``).
         cudnn_benchmark: let cuDNN time its algorithms for each new input shape and thread
             (``torch.backends.cudnn.benchmark``), instead of its heuristics. Off by default:
             the engine meets several shapes (each split's last batch, the tuner's slices) on
@@ -207,7 +209,7 @@ class GridEvaluator:
         cuda_graphs: bool = True,
         workers: int | None = None,
         matmul_convs: bool = True,
-        bn_ghosts: int = 1,
+        bn_ghosts: int | None = None,
         cudnn_benchmark: bool = False,
     ) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
@@ -216,7 +218,7 @@ class GridEvaluator:
             raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if workers is not None and not (isinstance(workers, int) and workers >= 1):
             raise UserError(f"workers must be a positive integer, got {workers!r}")
-        if not (isinstance(bn_ghosts, int) and bn_ghosts >= 1):
+        if bn_ghosts is not None and not (isinstance(bn_ghosts, int) and bn_ghosts >= 1):
             raise UserError(f"bn_ghosts must be a positive integer, got {bn_ghosts!r}")
         device = data.compute_device
         self.model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
@@ -247,9 +249,10 @@ class GridEvaluator:
         self._bn_layers = self._replicas[0].bn_layers
         self.cuda_graphs = cuda_graphs
         self.device_sums = device.type == "cuda"  # how the loop path gathers BN statistics
-        self.ghost_note = "not used: the GPU's BN pass only" if bn_ghosts > 1 and not self.device_sums else ""
+        self.bn_ghosts = bn_ghosts or 1
+        self._tune_ghosts = bn_ghosts is None  # the user's number is kept
+        self.ghost_note = "not used: the GPU's BN pass only" if self.bn_ghosts > 1 and not self.device_sums else ""
         self.graph_note = ""
-        self.bn_ghosts = bn_ghosts
         self.cudnn_benchmark = cudnn_benchmark
         self._ghosts_hold: bool | None = None  # checked once (_check_ghosts)
         self._threads: tuple[ThreadPoolExecutor, int] | None = None  # GPU workers' threads, size
@@ -357,6 +360,8 @@ class GridEvaluator:
         if self.data.streamed:  # absent when resident, as in files of earlier versions
             key["data"] = "host memory"
         key["workers"] = "measured" if self._tune_workers else self.workers
+        if not self._tune_ghosts:  # absent when tuned, as in files of earlier versions
+            key["bn_ghosts"] = self.bn_ghosts
         return key
 
     def tune(
@@ -401,6 +406,8 @@ class GridEvaluator:
                     note = "; ".join(filter(None, [note, f"batch {size} {why}"]))
         timings.update({f"batch={size}": t for size, t in sorted(per_size.items())})
         self.batch_size = min(per_size, key=per_size.get) if per_size else self.batch_size
+        if path == "loop" and self._ghost_candidates():
+            note = "; ".join(filter(None, [note, self._tune_ghosts_(probe, min(longest, max(sizes)), timings)]))
         group = len(weights)
         if path == "vmap" and group_sizes:
             per_group = {}
@@ -410,7 +417,39 @@ class GridEvaluator:
                 per_group[k] = self._time(w, b, path, self.batch_size, samples=self.batch_size)
                 timings[f"group={k}"] = per_group[k]
             group = min(per_group, key=per_group.get)
-        return Tuning(path, self.batch_size, group, timings, note, self.workers if path == "loop" else 1)
+        return Tuning(path, self.batch_size, group, timings, note, self.workers if path == "loop" else 1,
+                      self.ghosts_in_use if path == "loop" else 1)
+
+    def _ghost_candidates(self) -> tuple[int, ...]:
+        """The ghost-batch counts the tuner times: one fixed BN batch a forward, and as many
+        as make an evaluation batch; () where ghost batches cannot run or the user set them."""
+        inputs, b = self.data.bn_inputs, self.bn_batch_size
+        k = min(max(2, self.batch_size // b), 0 if inputs is None else len(inputs) // b)
+        usable = (self._tune_ghosts and self.device_sums and self.bn_policy == "recompute"
+                  and self.precision != "bf16" and self._bn_layers and k >= 2)
+        return (1, k) if usable else ()
+
+    def _tune_ghosts_(self, probe, samples: int, timings: dict[str, float]) -> str:
+        """Time the loop path with each of ``_ghost_candidates`` (twice, interleaved) and keep
+        the fastest that holds for this model; its timings go into ``timings``. Returns a note
+        for the tuning (why ghost batches are out, when they are)."""
+        per_count: dict[int, float] = {}
+        dropped, notes = set(), []
+        for _ in range(2):
+            for k in [k for k in self._ghost_candidates() if k not in dropped]:
+                self.use_ghosts(k)
+                logged = len(self.backoffs)
+                t, why = self._time_candidate(probe, "loop", self.batch_size, samples,
+                                              _limit(per_count.values(), len(probe[0])))
+                if k > 1 and self._ghosts_hold is False:  # it ran one batch at a time, or stopped
+                    why = self.ghost_note  # "not used: ...", out of memory too
+                    del self.backoffs[logged:]  # a candidate out, not a back-off from now on
+                if _keep_best(per_count, k, t, why):
+                    dropped.add(k)
+                    notes.append(f"bn_ghosts {k} {why}")
+        timings.update({f"bn_ghosts={k}": t for k, t in sorted(per_count.items())})
+        self.use_ghosts(min(per_count, key=per_count.get) if per_count else 1)
+        return "; ".join(notes)
 
     def _time(self, weights, buffers, path, batch_size, *, samples, limit: float | None = None) -> float:
         """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
@@ -710,9 +749,29 @@ class GridEvaluator:
             sums.append([t.clone() for pair in acc.values() for t in pair])
         return all(torch.allclose(a, c, rtol=1e-4, atol=1e-6) for a, c in zip(*sums))
 
+    @property
+    def ghosts_in_use(self) -> int:
+        """Fixed BN batches a forward in the GPU's BN pass: ``bn_ghosts`` where that pass runs
+        and they hold (not yet checked: ``bn_ghosts``), else 1."""
+        runs = self.device_sums and self.bn_policy == "recompute" and bool(self._bn_layers)
+        return self.bn_ghosts if runs and self._ghosts_hold is not False else 1
+
+    def use_ghosts(self, k: int) -> None:
+        """k fixed BN batches a forward from now on (checked again when next used; the BN
+        graphs are made again for the new size): the tuner's choice, or a resumed run's."""
+        if k == self.ghosts_in_use:
+            return
+        self.bn_ghosts, self._ghosts_hold, self.ghost_note = k, None, ""
+        self._forget_graphs()
+
     def _drop_ghosts(self, why: str) -> None:
         """One fixed batch a forward from now on; the BN graphs, captured for k, are made again."""
         self._ghosts_hold, self.ghost_note = False, f"not used: {why}"
+        self._forget_graphs()
+
+    def _forget_graphs(self) -> None:
+        """The BN graphs are made again when next needed (their input size changed)."""
+        self.graph_note = ""
         for replica in self._replicas:
             replica.graph = None
 

@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +26,17 @@ from landscape.progress import progress
 from landscape.store import GridStore, parts_dir
 
 Index = tuple[int, ...]
+
+
+class EngineChoice(NamedTuple):
+    """The engine settings a grid runs with: the user's, a resumed run's, or measured now."""
+
+    path: str
+    batch_size: int
+    group_size: int
+    max_group: int | None  # the largest group after out-of-memory back-offs
+    workers: int  # points at once on the loop path
+    bn_ghosts: int = 1  # fixed BN batches a forward in the GPU's BN pass
 
 
 def evaluate_grid(
@@ -76,8 +87,11 @@ def evaluate_grid(
             return w, (None if buffers is None else [buffers(ix) for ix in g])
 
         first = list(todo[:group_size])
-        path, evaluator.batch_size, group_size, evaluator.max_group, evaluator.workers = _shared(
-            group, lambda: _tune(store, evaluator, engine, group_size, tune_group, *inputs(first)))
+        choice = _shared(group, lambda: _tune(store, evaluator, engine, group_size, tune_group, *inputs(first)))
+        path, group_size = choice.path, choice.group_size
+        evaluator.batch_size, evaluator.max_group = choice.batch_size, choice.max_group
+        evaluator.workers = choice.workers
+        evaluator.use_ghosts(choice.bn_ghosts)
         groups = [list(todo[i : i + group_size]) for i in range(0, len(todo), group_size)]
         if group.world_size == 1:
             _run_alone(store, evaluator, groups, inputs, path, total, len(todo), desc)
@@ -201,9 +215,9 @@ def _broadcast(group: Group, value):
 
 
 def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: int,
-          tune_group: bool, w, bufs) -> tuple[str, int, int, int | None, int]:
-    """(path, batch size, group size, largest group after out-of-memory back-offs, workers of
-    the loop path): the user's, a resumed run's, or measured now."""
+          tune_group: bool, w, bufs) -> EngineChoice:
+    """The engine settings: the user's, a resumed run's (with what its out-of-memory back-offs
+    learnt), or measured now on the first group of points ``w``."""
     previous = store.config["runtime"].get("engine") or {}
     if engine != "auto":
         mine = {"path": engine, "batch_size": evaluator.batch_size, "workers": evaluator.workers}
@@ -213,13 +227,15 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
             store.set_runtime("engine", {**mine, "group_size": group_size, "chosen_by": "user",
                                          "tuned_for": evaluator.tuning_key(), "data": evaluator.data_placement})
             previous = {}
-        return (engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
-                previous.get("max_group"), previous.get("workers_after_backoff", evaluator.workers))
+        return EngineChoice(engine, previous.get("batch_size_after_backoff", evaluator.batch_size), group_size,
+                            previous.get("max_group"), previous.get("workers_after_backoff", evaluator.workers),
+                            previous.get("bn_ghosts_after_backoff", evaluator.ghosts_in_use))
     key = evaluator.tuning_key()
     if previous.get("chosen_by") == "measured" and previous.get("tuned_for") == key:  # resumed run
-        return (previous["path"], previous.get("batch_size_after_backoff", previous["batch_size"]),
-                previous["group_size"], previous.get("max_group"),  # with what its back-offs learnt
-                previous.get("workers_after_backoff", previous.get("workers", 1)))
+        return EngineChoice(previous["path"], previous.get("batch_size_after_backoff", previous["batch_size"]),
+                            previous["group_size"], previous.get("max_group"),
+                            previous.get("workers_after_backoff", previous.get("workers", 1)),
+                            previous.get("bn_ghosts_after_backoff", previous.get("bn_ghosts", 1)))
     groups = (max(1, group_size // 2), group_size, 2 * group_size) if tune_group else ()
     tuning = evaluator.tune(w, bufs, group_sizes=groups)
     note = tuning.note
@@ -228,13 +244,14 @@ def _tune(store: GridStore, evaluator: GridEvaluator, engine: str, group_size: i
         note = f"measured again: the earlier run was tuned for {before}. {note}".strip()
     store.set_runtime("engine", {"path": tuning.path, "batch_size": tuning.batch_size,
                                  "group_size": tuning.group_size, "workers": tuning.workers,
-                                 "chosen_by": "measured",
+                                 "bn_ghosts": tuning.bn_ghosts, "chosen_by": "measured",
                                  "tuned_for": key, "bn_folded_layers": evaluator.folded_layers,
                                  "matmul_convs": evaluator.matmul_convs,
                                  "seconds_per_point": tuning.seconds_per_point, "note": note,
-                                 "cuda_graph": evaluator.graph_note or None, "data": evaluator.data_placement})
-    return (tuning.path, tuning.batch_size, tuning.group_size,
-            evaluator.max_group, tuning.workers)  # max_group: back-offs while tuning
+                                 "cuda_graph": evaluator.graph_note or None,
+                                 "bn_ghosts_note": evaluator.ghost_note or None, "data": evaluator.data_placement})
+    return EngineChoice(tuning.path, tuning.batch_size, tuning.group_size,
+                        evaluator.max_group, tuning.workers, tuning.bn_ghosts)  # max_group: back-offs while tuning
 
 
 def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: int) -> int:
@@ -245,6 +262,6 @@ def _record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: in
     engine = dict(store.config["runtime"].get("engine") or {})
     engine.update(backoffs=engine.get("backoffs", []) + evaluator.backoffs[seen:],  # an earlier run's too
                   batch_size_after_backoff=evaluator.batch_size, max_group=evaluator.max_group,
-                  workers_after_backoff=evaluator.workers)
+                  workers_after_backoff=evaluator.workers, bn_ghosts_after_backoff=evaluator.ghosts_in_use)
     store.set_runtime("engine", engine)
     return len(evaluator.backoffs)

@@ -228,3 +228,21 @@ def test_ghost_batches_on_the_gpu_give_one_batch_at_a_times_numbers():
         assert all(r.graph and r.graph.x.shape[0] == 4 * 32 for r in ev._replicas), ev.graph_note
         for split in splits:
             np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
+
+
+def test_the_tuner_on_the_gpu_times_ghost_batches_and_keeps_the_numbers():
+    """The tuner times one fixed BN batch a forward against an evaluation batch of them (real
+    timings, CUDA graphs of both sizes), and whatever it keeps gives the untuned numbers."""
+    model, layout, splits, w = _case(n_train=300)
+    ref = _evaluator(model, layout, splits, bn_ghosts=1, workers=1).evaluate(w, path="loop").metrics
+    ev = _evaluator(model, layout, splits, workers=2)
+    tuning = ev.tune(w, path="loop")
+    k = min(max(2, tuning.batch_size // 32), 300 // 32)
+    assert {"bn_ghosts=1", f"bn_ghosts={k}"} <= set(tuning.seconds_per_point), tuning
+    assert tuning.bn_ghosts == ev.ghosts_in_use in (1, k)
+    got = ev.evaluate(w, path="loop").metrics
+    rows = {r.graph.x.shape[0] for r in ev._replicas if r.graph}
+    assert rows == {tuning.bn_ghosts * 32}, (rows, ev.graph_note)  # graphs made again for the choice
+    for split in splits:
+        np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got[split]["acc"], ref[split]["acc"], atol=1e-6, rtol=0)

@@ -165,3 +165,105 @@ def test_ghost_batches_say_why_they_are_not_used():
         ev.device_sums = device_sums
         ev.evaluate(w, path="loop")
         assert ev.ghost_note == f"not used: {note}" and ev._ghost_batches() == 1
+
+
+def _tuned_with_fake_times(model, data, w, ghosts_faster: bool, monkeypatch):
+    """Tune the loop path with the GPU's BN pass (bn_ghosts left to the tuner), timing each
+    candidate by a fake clock that favours the largest batch, and ghost batches or not."""
+    ev = _ghosted(model, ParamLayout.of(model), data, None, workers=1)
+    real = GridEvaluator._time
+
+    def fake(self, w, b, path, batch_size, **kw):
+        real(self, w, b, path, batch_size, **kw)  # runs the candidate: the ghost check happens as it would
+        return (1.0 if (self.ghosts_in_use > 1) == ghosts_faster else 2.0) / batch_size
+
+    monkeypatch.setattr(GridEvaluator, "_time", fake)
+    monkeypatch.setattr(engine, "TUNING_LIMIT", 1e12)  # the limits would compare fake times with real ones
+    tuning = ev.tune(w, path="loop")
+    monkeypatch.undo()
+    return ev, tuning
+
+
+@pytest.mark.parametrize("ghosts_faster", [True, False])
+def test_the_tuner_times_ghost_batches_and_keeps_the_faster_with_the_same_numbers(ghosts_faster, monkeypatch):
+    model = make_model(0)
+    layout, w = _weights(model)
+    data = _data(160)
+    reference = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=BN_BATCH,
+                              batch_size=64).evaluate(w, path="loop")
+    ev, tuning = _tuned_with_fake_times(model, data, w, ghosts_faster, monkeypatch)
+    assert ev.batch_size == 160  # 4 x 64, cut to the longest pass: 5 fixed batches of 32
+    k = 5  # an evaluation batch of them
+    assert {"bn_ghosts=1", f"bn_ghosts={k}"} <= set(tuning.seconds_per_point)
+    assert tuning.bn_ghosts == ev.ghosts_in_use == (k if ghosts_faster else 1)
+    _assert_same(ev.evaluate(w, path="loop"), reference)
+    assert ev.ghost_note == (f"{k} fixed batches a forward" if ghosts_faster else "")
+
+
+def test_the_tuner_drops_ghost_batches_that_would_change_the_statistics(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 4, 5, bias=False), _Interleave(),
+                          nn.BatchNorm1d(4), _Interleave(back=True), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 36, 10)).eval()
+    _, w = _weights(model)
+    ev, tuning = _tuned_with_fake_times(model, _data(160), w, True, monkeypatch)
+    assert tuning.bn_ghosts == ev.ghosts_in_use == 1  # "faster" only because it ran one batch a forward
+    assert [k for k in tuning.seconds_per_point if k.startswith("bn_ghosts")] == ["bn_ghosts=1"]
+    assert "statistics differ from one batch at a time" in tuning.note
+
+
+def test_the_tuner_leaves_ghost_batches_alone_where_they_cannot_run_or_were_set():
+    model = make_model(0)
+    layout, w = _weights(model, 2)
+    for device_sums, ghosts in ((False, None), (True, 1), (True, 3)):
+        ev = _ghosted(model, layout, _data(160), ghosts, workers=1)
+        ev.device_sums = device_sums
+        tuning = ev.tune(w, path="loop")
+        assert not any(k.startswith("bn_ghosts") for k in tuning.seconds_per_point)
+        assert tuning.bn_ghosts == ev.ghosts_in_use == (ghosts or 1)
+
+
+def test_a_plane_records_the_tuners_ghost_batches_and_runs_with_them(three_ckpts, tmp_path, monkeypatch):
+    import importlib
+
+    from landscape import PlaneConfig, plane
+
+    plane_mod = importlib.import_module("landscape.plane")  # the module (the package exports the function)
+    runner = importlib.import_module("landscape.runner")
+
+    cfg = dict(grid=3, train_subset=300, test_subset=100, bn_batch_size=BN_BATCH, batch_size=128, group_size=4)
+    reference = plane(three_ckpts, out=tmp_path / "ref.h5", config=PlaneConfig(**cfg, engine="loop"))
+
+    class OnTheGPUsBNPass(GridEvaluator):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.device_sums = True
+
+    real_time, real_run, original_bn, rows = GridEvaluator._time, runner._run_alone, engine._ghost_bn, []
+
+    def fake_time(self, w, b, path, batch_size, **kw):  # the largest batch and ghost batches win
+        real_time(self, w, b, path, batch_size, **kw)
+        return 1.0 / (batch_size * self.ghosts_in_use)
+
+    def ghost_bn(m, name, rec, batch, x):
+        rows.append(len(x))
+        return original_bn(m, name, rec, batch, x)
+
+    def run_alone(*args, **kw):  # the grid itself, after tuning
+        rows.clear()
+        return real_run(*args, **kw)
+
+    monkeypatch.setattr(plane_mod, "GridEvaluator", OnTheGPUsBNPass)
+    monkeypatch.setattr(GridEvaluator, "_time", fake_time)
+    monkeypatch.setattr(engine, "TUNING_LIMIT", 1e12)  # the limits would compare fake times with real ones
+    monkeypatch.setattr(GridEvaluator, "choose_path", lambda self, w, b: engine.PathChoice("loop", {"loop": 1.0}))
+    monkeypatch.setattr(engine, "_ghost_bn", ghost_bn)
+    monkeypatch.setattr(runner, "_run_alone", run_alone)
+    tuned = plane(three_ckpts, out=tmp_path / "tuned.h5", config=PlaneConfig(**cfg, engine="auto"))
+    record = tuned.config["runtime"]["engine"]
+    assert record["path"] == "loop" and record["batch_size"] == 300  # 4 x 128, cut to the longest pass
+    assert record["bn_ghosts"] == 9 and record["bn_ghosts_note"] == "9 fixed batches a forward"
+    assert max(rows) == 9 * BN_BATCH  # the grid ran with them (and the last 12 rows alone)
+    for split in ("train", "test"):
+        np.testing.assert_allclose(tuned.loss(split), reference.loss(split), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(tuned.acc(split), reference.acc(split), atol=1e-6, rtol=0)

@@ -396,17 +396,20 @@ def test_a_resumed_run_reuses_its_tuning_only_where_it_was_measured(setup, monke
     recorded = {"path": "loop", "batch_size": 16, "group_size": 4, "chosen_by": "measured", "tuned_for": here,
                 "batch_size_after_backoff": 8, "max_group": 2, "workers": 3}
     monkeypatch.setattr(ev, "tune", lambda *a, **k: pytest.fail("a resumed run on the same device re-tuned"))
-    assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 3)
-    backed_off = dict(recorded, workers_after_backoff=1)  # with what its back-offs learnt
-    assert _tune(_Store(backed_off), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 1)
+    assert _tune(_Store(dict(recorded)), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 3, 1)
+    ghosts = dict(recorded, bn_ghosts=8)  # a GPU's BN pass, 8 fixed batches a forward
+    assert _tune(_Store(ghosts), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 3, 8)
+    backed_off = dict(ghosts, workers_after_backoff=1, bn_ghosts_after_backoff=1)  # what its back-offs learnt
+    assert _tune(_Store(backed_off), ev, "auto", 8, True, weights, None) == ("loop", 8, 4, 2, 1, 1)
     monkeypatch.undo()
     for elsewhere in ({**here, "device": "cuda (NVIDIA H200)"}, {**here, "threads": here["threads"] + 1}):
-        store = _Store(dict(recorded, tuned_for=elsewhere))
-        path, batch, group, max_group, workers = _tune(store, ev, "auto", 8, True, weights, None)
+        store = _Store(dict(ghosts, tuned_for=elsewhere))
+        choice = _tune(store, ev, "auto", 8, True, weights, None)
         engine = store.config["runtime"]["engine"]
         assert engine["tuned_for"] == here and "measured again" in engine["note"]
-        assert (path, batch, group, max_group, workers) == (
-            engine["path"], engine["batch_size"], engine["group_size"], None, engine["workers"])
+        assert choice == (engine["path"], engine["batch_size"], engine["group_size"], None, engine["workers"], 1)
+        assert engine["bn_ghosts"] == 1  # a CPU's BN pass: no ghost batches, none timed
+        assert not any(k.startswith("bn_ghosts=") for k in engine["seconds_per_point"])
     assert "H200" not in engine["note"] and f"'threads': {here['threads'] + 1}" in engine["note"]
 
 
