@@ -81,7 +81,7 @@ def sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if args.smoke:
         return {"demo": dict(train=200, test=100, grid=5, naive=2, engine=6, group=2, options=("bf16",)),
                 "peer": dict(train=200, test=100, steps=3),
-                "resnet20": dict(train=64, test=32, grid=3, naive=1, engine=2, px=32, group=2,
+                "resnet20": dict(train=64, test=32, grid=3, naive=1, engine=2, px=16, group=2,
                                  options=("channels_last",)),
                 # timm's smallest ResNet stands in: the same code path, a fifth of the weights
                 "resnet50": dict(train=8, test=8, grid=3, naive=1, engine=2, px=32, group=2, options=(),
