@@ -311,7 +311,7 @@ class GridEvaluator:
         batch (False), or ask for the group to be split (True); a clear error when none of
         these is possible."""
         in_bn, self._failed_in_bn = self._failed_in_bn, False
-        if in_bn and path == "loop" and self._ghost_batches() > 1:  # k times the BN pass's activations
+        if in_bn and path == "loop" and self.ghosts_in_use > 1:  # k times the BN pass's activations
             self._drop_ghosts("out of memory")
             self.backoffs.append("out of memory: the BN pass runs one fixed batch a forward from now on")
             return False
@@ -393,21 +393,15 @@ class GridEvaluator:
         longest = max(len(x) for x, _ in self.data.splits.values())
         sizes = sorted({min(max(1, b), longest) for b in
                         (self.batch_size // 4, self.batch_size, self.batch_size * 4)})
-        per_size: dict[int, float] = {}
         n = self.workers if path == "loop" else len(weights)  # loop: as many points as run at once
-        probe = (weights[:n], _head(buffers, n))
-        dropped: set[int] = set()
-        for _ in range(2):  # interleaved repeats, best time kept (see choose_path)
-            for size in sorted(set(sizes) - dropped):
-                t, why = self._time_candidate(probe, path, size, min(longest, max(sizes)),
-                                              _limit(per_size.values(), n))
-                if _keep_best(per_size, size, t, why):
-                    dropped.add(size)
-                    note = "; ".join(filter(None, [note, f"batch {size} {why}"]))
+        probe, samples = (weights[:n], _head(buffers, n)), min(longest, max(sizes))
+        per_size, notes = _race("batch", sizes, n, lambda size, limit: self._time_candidate(
+            probe, path, size, samples, limit))
         timings.update({f"batch={size}": t for size, t in sorted(per_size.items())})
         self.batch_size = min(per_size, key=per_size.get) if per_size else self.batch_size
         if path == "loop" and self._ghost_candidates():
-            note = "; ".join(filter(None, [note, self._tune_ghosts_(probe, min(longest, max(sizes)), timings)]))
+            notes += self._tune_ghosts_(probe, samples, timings)
+        note = "; ".join(filter(None, [note, *notes]))
         group = len(weights)
         if path == "vmap" and group_sizes:
             per_group = {}
@@ -429,27 +423,24 @@ class GridEvaluator:
                   and self.precision != "bf16" and self._bn_layers and k >= 2)
         return (1, k) if usable else ()
 
-    def _tune_ghosts_(self, probe, samples: int, timings: dict[str, float]) -> str:
-        """Time the loop path with each of ``_ghost_candidates`` (twice, interleaved) and keep
-        the fastest that holds for this model; its timings go into ``timings``. Returns a note
-        for the tuning (why ghost batches are out, when they are)."""
-        per_count: dict[int, float] = {}
-        dropped, notes = set(), []
-        for _ in range(2):
-            for k in [k for k in self._ghost_candidates() if k not in dropped]:
-                self.use_ghosts(k)
-                logged = len(self.backoffs)
-                t, why = self._time_candidate(probe, "loop", self.batch_size, samples,
-                                              _limit(per_count.values(), len(probe[0])))
-                if k > 1 and self._ghosts_hold is False:  # it ran one batch at a time, or stopped
-                    why = self.ghost_note  # "not used: ...", out of memory too
-                    del self.backoffs[logged:]  # a candidate out, not a back-off from now on
-                if _keep_best(per_count, k, t, why):
-                    dropped.add(k)
-                    notes.append(f"bn_ghosts {k} {why}")
+    def _tune_ghosts_(self, probe, samples: int, timings: dict[str, float]) -> list[str]:
+        """Time the loop path with each of ``_ghost_candidates`` and keep the fastest that
+        holds for this model; its timings go into ``timings``. Returns the notes of the
+        candidates that are out (why ghost batches are not used)."""
+
+        def time_count(k: int, limit: float | None) -> tuple[float | None, str | None]:
+            self.use_ghosts(k)
+            logged = len(self.backoffs)
+            t, why = self._time_candidate(probe, "loop", self.batch_size, samples, limit)
+            if k > 1 and self._ghosts_hold is False:  # it ran one batch at a time, or stopped
+                why = self.ghost_note  # "not used: ...", out of memory too
+                del self.backoffs[logged:]  # a candidate out, not a back-off from now on
+            return t, why
+
+        per_count, notes = _race("bn_ghosts", self._ghost_candidates(), len(probe[0]), time_count)
         timings.update({f"bn_ghosts={k}": t for k, t in sorted(per_count.items())})
         self.use_ghosts(min(per_count, key=per_count.get) if per_count else 1)
-        return "; ".join(notes)
+        return notes
 
     def _time(self, weights, buffers, path, batch_size, *, samples, limit: float | None = None) -> float:
         """Seconds per point of evaluating ``samples`` samples of every split (and of the BN
@@ -683,9 +674,9 @@ class GridEvaluator:
     @contextlib.contextmanager
     def _batch_stats(self, replica: _Replica, ghosts: int | None = None):
         """The replica's BN layers normalise with batch statistics and update nothing, while
-        this thread records their inputs; with ``ghosts`` > 1 (default: ``_ghost_batches``)
+        this thread records their inputs; with ``ghosts`` > 1 (default: ``ghosts_in_use``)
         they take that many fixed batches at once (``_ghost_bn``)."""
-        ghosts = self._ghost_batches() if ghosts is None else ghosts
+        ghosts = self.ghosts_in_use if ghosts is None else ghosts
         for name, m in replica.bn_layers:
             m.train()
             m.track_running_stats = False
@@ -701,14 +692,9 @@ class GridEvaluator:
                 m.track_running_stats = True
                 m.eval()
 
-    def _ghost_batches(self) -> int:
-        """Fixed BN batches per forward in the loop path's BN pass (1 unless ``bn_ghosts``
-        was asked for and holds for this model)."""
-        return self.bn_ghosts if self._ghosts_hold else 1
-
     def _bn_rows(self) -> int:
         """Rows per forward of the GPU's BN pass, and of its CUDA graphs' input."""
-        return self._ghost_batches() * self.bn_batch_size
+        return self.ghosts_in_use * self.bn_batch_size
 
     def _check_ghosts(self) -> None:
         """Once, before any BN graph is captured (only the GPU's BN pass gets here; off it,
@@ -1006,6 +992,25 @@ class GridEvaluator:
         if n == 0:
             raise UserError("cannot evaluate on an empty split")
         return (loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy()
+
+
+def _race(name: str, candidates: Sequence[int], points: int,
+          time_one: Callable[[int, float | None], tuple[float | None, str | None]]
+          ) -> tuple[dict[int, float], list[str]]:
+    """Time each candidate twice, interleaved, keeping its best time (see ``choose_path``), each
+    with the time limit that the fastest so far sets for ``points`` points. ``time_one(c,
+    limit)`` gives (seconds per point, None) or (None, why it is out): then it is not timed
+    again. Returns the times and a note ("name c why") for each candidate out."""
+    times: dict[int, float] = {}
+    out: set[int] = set()
+    notes: list[str] = []
+    for _ in range(2):
+        for c in [c for c in candidates if c not in out]:
+            t, why = time_one(c, _limit(times.values(), points))
+            if _keep_best(times, c, t, why):
+                out.add(c)
+                notes.append(f"{name} {c} {why}")
+    return times, notes
 
 
 def _keep_best(times: dict, key, t: float | None, why: str | None) -> bool:

@@ -96,7 +96,7 @@ def test_ghost_batches_are_not_used_where_they_would_change_the_statistics():
                               batch_size=64).evaluate(w, path="loop")
     ev = _ghosted(model, layout, data, 4)
     _assert_same(ev.evaluate(w, path="loop"), reference)
-    assert ev.ghost_note.startswith("not used") and ev._ghost_batches() == 1
+    assert ev.ghost_note.startswith("not used") and ev.ghosts_in_use == 1
 
 
 def test_ghost_batches_must_be_a_positive_count():
@@ -136,7 +136,7 @@ def test_out_of_memory_with_ghost_batches_falls_back_to_one_batch_at_a_time(wher
     ev = _ghosted(model, layout, data, 4)
     if where == "pass":
         ev.evaluate(w[:1], path="loop")
-        assert ev._ghost_batches() == 4
+        assert ev.ghosts_in_use == 4
     original = engine._ghost_bn
 
     def short_of_memory(m, name, rec, batch, x):
@@ -146,7 +146,7 @@ def test_out_of_memory_with_ghost_batches_falls_back_to_one_batch_at_a_time(wher
 
     monkeypatch.setattr(engine, "_ghost_bn", short_of_memory)
     _assert_same(ev.evaluate(w, path="loop"), reference)
-    assert ev._ghost_batches() == 1 and ev.max_group is None and ev.batch_size == 64
+    assert ev.ghosts_in_use == 1 and ev.max_group is None and ev.batch_size == 64
     if where == "check":
         assert ev.ghost_note == "not used: out of memory while checked" and ev.backoffs == []
     else:
@@ -164,7 +164,7 @@ def test_ghost_batches_say_why_they_are_not_used():
                            bn_ghosts=4, precision=precision)
         ev.device_sums = device_sums
         ev.evaluate(w, path="loop")
-        assert ev.ghost_note == f"not used: {note}" and ev._ghost_batches() == 1
+        assert ev.ghost_note == f"not used: {note}" and ev.ghosts_in_use == 1
 
 
 def _tuned_with_fake_times(model, data, w, ghosts_faster: bool, monkeypatch):
