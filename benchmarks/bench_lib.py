@@ -27,10 +27,11 @@ from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 import landscape
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import ParamLayout, PlaneBasis, axis, three_point_basis
-from landscape.numerics import numerics
-from landscape.reference import naive_point
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
+from landscape.surfaces.geometry import PlaneBasis, axis, three_point_basis
+from landscape.engine.numerics import numerics
+from landscape.surfaces.reference import naive_point
 
 REPO = Path(__file__).resolve().parents[1]
 Transform = Callable[[np.ndarray], torch.Tensor]

@@ -55,9 +55,9 @@ from bench_lib import (  # noqa: E402
 )
 
 import landscape  # noqa: E402
-from landscape.data import load_dataset  # noqa: E402
-from landscape.engine import EvalData, GridEvaluator  # noqa: E402
-from landscape.geometry import ParamLayout  # noqa: E402
+from landscape.assets.datasets import load_dataset  # noqa: E402
+from landscape.engine.evaluator import EvalData, GridEvaluator  # noqa: E402
+from landscape.engine.layout import ParamLayout  # noqa: E402
 
 CASES = ("demo", "peer", "resnet20", "resnet50", "scaling")
 DEMO_MEMBERS = [REPO / "runs" / "demo" / "runs" / "local-de" / f"member-{i}.safetensors" for i in (1, 2, 3)]

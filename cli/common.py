@@ -7,9 +7,9 @@ import contextlib
 import json
 from typing import Any
 
-from landscape.data import DATA_ON
+from landscape.assets.datasets import DATA_ON
 from landscape.errors import UserError
-from landscape.numerics import PRECISIONS
+from landscape.engine.numerics import PRECISIONS
 
 
 class Parser(argparse.ArgumentParser):
@@ -110,7 +110,7 @@ def process_group(device_spec: str):
     """Resolve the device and, under torchrun, join the process group (one GPU per process);
     yields (group, device) and leaves the group afterwards."""
     from landscape import resolve_device
-    from landscape.distributed import init_from_env, local_device, shutdown
+    from landscape.grid.distributed import init_from_env, local_device, shutdown
 
     device = resolve_device(device_spec)
     group = init_from_env(device)

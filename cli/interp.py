@@ -40,7 +40,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from landscape.barriers import DEFAULT_THRESHOLD_PP
+    from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP
 
     p = sub.add_parser("interp", help="linear paths, barriers and basin labels",
                        description=__doc__, epilog=EXAMPLES)
@@ -91,7 +91,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import load_checkpoint
-    from landscape.paths import PathConfig, interpolate, path_report
+    from landscape.surfaces.paths import PathConfig, interpolate, path_report
 
     fetch_data(args, args.data)
     files, pre_files, pairs = _inputs(args)

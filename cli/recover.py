@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landscape.store import recover
+    from landscape.grid.store import recover
 
     path = _resolve(Path(args.file))
     done, moved = recover(path)

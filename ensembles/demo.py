@@ -20,9 +20,9 @@ import torch
 from ensembles.evaluate import evaluate
 from ensembles.run import RunConfig, read_run, train
 from ensembles.training import TrainConfig, pretrain
-from landscape.checkpoint import load_checkpoint, save_checkpoint
-from landscape.paths import PathConfig, interpolate, path_report
-from landscape.plane import PlaneConfig, plane
+from landscape.assets.checkpoint import load_checkpoint, save_checkpoint
+from landscape.surfaces.paths import PathConfig, interpolate, path_report
+from landscape.surfaces.planes import PlaneConfig, plane
 
 
 @dataclass(frozen=True)

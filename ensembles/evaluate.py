@@ -13,8 +13,8 @@ from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
 from ensembles.run import Run, read_run
 from ensembles.soup import uniform_soup
 from ensembles.training import predict_probs
-from landscape.checkpoint import load_checkpoint
-from landscape.data import ArrayDataset, as_tensors, load_dataset, ood_set
+from landscape.assets.checkpoint import load_checkpoint
+from landscape.assets.datasets import ArrayDataset, as_tensors, load_dataset, ood_set
 from landscape.progress import progress
 
 

@@ -44,18 +44,18 @@ from ensembles.methods import (
     run_method,
 )
 from ensembles.training import TrainConfig, fit, predict_probs
-from landscape.checkpoint import (
+from landscape.assets.checkpoint import (
     Checkpoint,
     CheckpointMeta,
     file_sha256,
     load_checkpoint,
     save_checkpoint,
 )
-from landscape.data import dataset_info, load_dataset
-from landscape.distributed import Group
+from landscape.assets.datasets import dataset_info, load_dataset
+from landscape.grid.distributed import Group
 from landscape.errors import UserError
-from landscape.lock import WriterLock
-from landscape.models import reset_head
+from landscape.grid.lock import WriterLock
+from landscape.assets.models import reset_head
 
 METHODS = ("local-de", "global-de", "sse", "starsse") + LOCAL_METHODS
 MANIFEST = "manifest.json"
@@ -377,7 +377,7 @@ def _start_checkpoint(plan: MemberPlan, pretrained: list[Checkpoint], out: Path,
 
 
 def _acc(probs: np.ndarray, dataset) -> float:
-    from landscape.data import as_tensors
+    from landscape.assets.datasets import as_tensors
 
     _, labels = as_tensors(dataset)
     return 100.0 * float(np.mean(probs.argmax(1) == labels.numpy()))

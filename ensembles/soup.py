@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from landscape.bn import recompute_bn_
+from landscape.engine.bn import recompute_bn_
 
 
 def uniform_soup(

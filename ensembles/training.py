@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ensembles.recipe import Recipe, Stepper
 from ensembles.schedules import cosine_lr
-from landscape.checkpoint import Checkpoint, CheckpointMeta
-from landscape.data import ArrayDataset, as_tensors, dataset_info, load_dataset
+from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
+from landscape.assets.datasets import ArrayDataset, as_tensors, dataset_info, load_dataset
 from landscape.errors import UserError
-from landscape.models import create_model, reset_head
+from landscape.assets.models import create_model, reset_head
 from landscape.progress import progress
 
 

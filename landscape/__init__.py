@@ -12,16 +12,16 @@ Example:
     >>> landscape.read_surface("runs/plane/plane.h5").loss("test")
 """
 
-from landscape.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
-from landscape.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
-from landscape.data import dataset_info, dataset_names, load_dataset
+from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
+from landscape.assets.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
+from landscape.assets.datasets import dataset_info, dataset_names, load_dataset
 from landscape.device import resolve_device
 from landscape.errors import UserError
-from landscape.models import create_model, model_names
-from landscape.paths import PairReport, PathConfig, interpolate, make_pairs, path_report
-from landscape.plane import PlaneConfig, plane
+from landscape.assets.models import create_model, model_names
+from landscape.surfaces.paths import PairReport, PathConfig, interpolate, make_pairs, path_report
+from landscape.surfaces.planes import PlaneConfig, plane
 from landscape.results import PathSet, PointInfo, Surface
-from landscape.store import read_paths, read_surface
+from landscape.grid.store import read_paths, read_surface
 
 __version__ = "0.1.0"
 

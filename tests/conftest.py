@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from landscape import CheckpointMeta, create_model, load_dataset, save_checkpoint
-from landscape.bn import recompute_bn_
+from landscape.engine.bn import recompute_bn_
 
 WIDTH = 4
 

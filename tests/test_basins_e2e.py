@@ -7,7 +7,7 @@ import pytest
 
 from ensembles import TrainConfig, finetune, pretrain
 from landscape import load_checkpoint, save_checkpoint
-from landscape.paths import PathConfig, interpolate, path_report
+from landscape.surfaces.paths import PathConfig, interpolate, path_report
 
 
 @pytest.mark.slow

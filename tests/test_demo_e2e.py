@@ -45,7 +45,7 @@ def test_make_demo_pipeline_with_tiny_settings(tmp_path):
         assert f"<td>{last['accuracy']:.4g}</td>" in page
         assert f"<td>{last['soup_accuracy']:.4g}</td>" in page
     pairs = json.loads((demo / "paths" / "sse-semilocal" / "report.json").read_text())["pairs"]
-    from landscape.barriers import barrier
+    from landscape.surfaces.barriers import barrier
 
     for p, rec in enumerate(pairs):
         assert rec["acc_barrier_test"] == barrier(ps.alpha, ps.curve(p, "test", "acc"),

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from ensembles.training import _batches
-from landscape.bn import recompute_bn_
-from landscape.checkpoint import Checkpoint
-from landscape.data import ArrayDataset, as_tensors, load_dataset
+from landscape.engine.bn import recompute_bn_
+from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.datasets import ArrayDataset, as_tensors, load_dataset
 from landscape.errors import UserError
-from landscape.geometry import ParamLayout
+from landscape.engine.layout import ParamLayout
 from landscape.progress import progress
 
 STATE_KEY = "landscape-state"
@@ -284,7 +284,7 @@ def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None
 def _sha(ctx: Context, index: int) -> str:
     if index == 1:
         return ctx.first.sha256
-    from landscape.checkpoint import file_sha256
+    from landscape.assets.checkpoint import file_sha256
 
     return file_sha256(ctx.out / f"member-{index}.safetensors")
 

@@ -37,7 +37,7 @@ from ensembles.methods.common import (
 )
 from ensembles.recipe import Recipe, Stepper
 from ensembles.training import TrainConfig, make_optimizer
-from landscape.data import dataset_info
+from landscape.assets.datasets import dataset_info
 from landscape.errors import UserError
 
 

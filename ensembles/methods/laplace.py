@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ensembles.methods.common import BN_BATCH_SIZE, Context, load_state, save_state
-from landscape.bn import recompute_bn_
+from landscape.engine.bn import recompute_bn_
 from landscape.errors import UserError
 from landscape.progress import progress
 

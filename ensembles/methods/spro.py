@@ -49,7 +49,7 @@ from ensembles.methods.common import (
 )
 from ensembles.schedules import cosine_lr
 from landscape.errors import UserError
-from landscape.geometry import ParamLayout
+from landscape.engine.layout import ParamLayout
 from landscape.progress import progress
 
 STATE = "spro-state.safetensors"

@@ -25,8 +25,8 @@ from bench_lib import (  # noqa: E402
     vector_transform,
 )
 
-from landscape.engine import EvalData, GridEvaluator  # noqa: E402
-from landscape.geometry import ParamLayout  # noqa: E402
+from landscape.engine.evaluator import EvalData, GridEvaluator  # noqa: E402
+from landscape.engine.layout import ParamLayout  # noqa: E402
 
 
 def test_flops_per_point_counts_every_pass_analytically():

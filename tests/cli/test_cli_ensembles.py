@@ -39,7 +39,7 @@ def test_train_then_ensemble_with_soups_and_ood(tmp_path, capsys):
     doc = json.loads((report / "ensemble.json").read_text())
     # the table's numbers are the saved probabilities' numbers
     from ensembles.metrics import accuracy
-    from landscape.data import load_dataset
+    from landscape.assets.datasets import load_dataset
 
     labels = load_dataset("mnist1d", "test").labels.numpy()
     probs = [np.load(runs[1] / f"member-{i}.test-probs.npy") for i in (1, 2, 3)]

@@ -70,7 +70,7 @@ def test_run_directory_contract(pre, tmp_path):
     assert manifest["method"] == "local-de" and manifest["config"]["lr"] == 0.05
     assert [m["seed"] for m in run.members] == [0, 1, 2]
     assert "torch" in manifest["versions"]
-    from landscape.data import load_dataset
+    from landscape.assets.datasets import load_dataset
 
     labels = load_dataset("mnist1d", "test").labels.numpy()
     for m in run.members:

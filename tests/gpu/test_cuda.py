@@ -14,11 +14,11 @@ from torch.utils.data import TensorDataset
 
 from cli.main import main
 from landscape import create_model, read_paths, read_surface
-from landscape.data import ImageDecode
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import ParamLayout
-from landscape.numerics import numerics
-from landscape.reference import naive_point
+from landscape.assets.datasets import ImageDecode
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
+from landscape.engine.numerics import numerics
+from landscape.surfaces.reference import naive_point
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -194,7 +194,7 @@ def test_points_on_several_cuda_streams_give_one_point_at_a_times_numbers():
 def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
     """Data too large for the GPU stays in host memory and is copied batch by batch: the numbers
     of resident data, on both paths, with the BN pass's CUDA graphs and with streams."""
-    from landscape.data import place
+    from landscape.assets.datasets import place
 
     model, layout, splits, w = _case(n_train=300)
     assert place(splits, CUDA, where="host")[1] and not place(splits, CUDA)[1]  # --data-on host; fits

@@ -18,8 +18,8 @@ from landscape import (
     load_dataset,
     save_checkpoint,
 )
-from landscape.checkpoint import file_sha256
-from landscape.plane import check_compatible
+from landscape.assets.checkpoint import file_sha256
+from landscape.surfaces.planes import check_compatible
 
 
 def test_safetensors_round_trip(tmp_path):

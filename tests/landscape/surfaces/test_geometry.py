@@ -9,14 +9,9 @@ from conftest import make_model, meta, perturbed
 from torch import nn
 
 from landscape import PlaneConfig, UserError, load_checkpoint, plane, save_checkpoint
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import (
-    ParamLayout,
-    axis,
-    filter_normalized_direction,
-    random_basis,
-    three_point_basis,
-)
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
+from landscape.surfaces.geometry import axis, filter_normalized_direction, random_basis, three_point_basis
 
 
 class Quadratic(nn.Module):
@@ -118,7 +113,7 @@ def test_checkpoints_sit_at_analytic_coordinates_and_fourth_is_projected(three_c
 
 
 def test_value_at_a_equals_a_own_evaluation(three_ckpts, tmp_path):
-    from landscape.data import as_tensors, load_dataset
+    from landscape.assets.datasets import as_tensors, load_dataset
 
     s = plane(three_ckpts, out=tmp_path / "p.h5",
               config=PlaneConfig(grid=3, margin=0.0, bn="keep", splits=("test",)))
@@ -173,7 +168,7 @@ def test_random_plane_is_reproducible_and_centred(three_ckpts, tmp_path):
     np.testing.assert_array_equal(s1.loss("test"), s2.loss("test"))
     assert s1.x[1] == 0.0 and s1.config["identity"]["mode"] == "random"
     a = load_checkpoint(three_ckpts[0]).model
-    from landscape.data import as_tensors, load_dataset, subset_indices
+    from landscape.assets.datasets import as_tensors, load_dataset, subset_indices
     ds = load_dataset("mnist1d", "test")
     x, y = as_tensors(ds, subset_indices(len(ds), 100, seed=4))
     with torch.no_grad():

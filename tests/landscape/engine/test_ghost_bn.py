@@ -11,10 +11,10 @@ import torch
 from conftest import make_model, perturbed
 from torch import nn
 
-import landscape.engine as engine
+import landscape.engine.evaluator as engine
 from landscape import UserError, load_dataset
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import ParamLayout
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
 
 BN_BATCH = 32
 
@@ -126,7 +126,7 @@ def test_ghost_batches_of_images_give_the_statistics_of_one_batch_at_a_time(chan
 def test_out_of_memory_with_ghost_batches_falls_back_to_one_batch_at_a_time(where, monkeypatch):
     """Ghost batches need k times the BN pass's activations: out of memory, in the first check or
     in a later pass, makes the pass run one fixed batch a forward, with the same numbers."""
-    from landscape.engine import OutOfMemoryError
+    from landscape.engine.evaluator import OutOfMemoryError
 
     model = make_model(0)
     layout, w = _weights(model)
@@ -228,8 +228,8 @@ def test_a_plane_records_the_tuners_ghost_batches_and_runs_with_them(three_ckpts
 
     from landscape import PlaneConfig, plane
 
-    plane_mod = importlib.import_module("landscape.plane")  # the module (the package exports the function)
-    runner = importlib.import_module("landscape.runner")
+    plane_mod = importlib.import_module("landscape.surfaces.planes")  # the module (the package exports the function)
+    runner = importlib.import_module("landscape.grid.driver")
 
     cfg = dict(grid=3, train_subset=300, test_subset=100, bn_batch_size=BN_BATCH, batch_size=128, group_size=4)
     reference = plane(three_ckpts, out=tmp_path / "ref.h5", config=PlaneConfig(**cfg, engine="loop"))

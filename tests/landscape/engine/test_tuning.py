@@ -8,8 +8,8 @@ import torch
 from conftest import make_model, perturbed
 
 from landscape import UserError, load_dataset
-from landscape.engine import EvalData, GridEvaluator, OutOfMemoryError
-from landscape.geometry import ParamLayout
+from landscape.engine.evaluator import EvalData, GridEvaluator, OutOfMemoryError
+from landscape.engine.layout import ParamLayout
 
 N_TRAIN, N_TEST = 160, 90
 
@@ -79,7 +79,7 @@ def test_a_real_error_in_one_worker_wins_over_a_time_limit_stop_in_another(setup
     """The tuner's time limit stops every worker; a bug met meanwhile must not hide behind it."""
     import threading
 
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     ev = _evaluator_with(setup, workers=2)
     both_started = threading.Barrier(2, timeout=30)
@@ -134,7 +134,7 @@ def test_out_of_memory_with_several_workers_halves_them_first(setup, monkeypatch
 
 
 def test_a_worker_count_that_runs_out_of_memory_while_tuned_is_no_candidate(setup, monkeypatch):
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     _out_of_memory_in_worker_threads(monkeypatch)
     monkeypatch.setattr(engine, "TUNING_LIMIT", 1000.0)  # the retry after the back-off is slow
@@ -153,7 +153,7 @@ def test_a_worker_count_that_runs_out_of_memory_while_tuned_is_no_candidate(setu
 def test_a_candidate_stopped_after_an_out_of_memory_back_off_keeps_nothing_of_it(setup, monkeypatch):
     """Out of memory with 2 workers halves them, and the retry then runs past the time limit:
     the candidate is out, the workers are as before, and no back-off is kept "from now on"."""
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     _out_of_memory_in_worker_threads(monkeypatch)
     monkeypatch.setattr(engine, "TUNING_LIMIT", 1e-9)  # every candidate but the first is stopped
@@ -165,7 +165,7 @@ def test_a_candidate_stopped_after_an_out_of_memory_back_off_keeps_nothing_of_it
 
 
 def test_the_tuner_times_one_worker_per_cpu_thread_and_a_few_gpu_streams():
-    from landscape.engine import worker_candidates
+    from landscape.engine.evaluator import worker_candidates
 
     assert worker_candidates("cpu", 2, 8) == {"loop, 2 workers": ("loop", 2)}
     assert worker_candidates("cpu", 16, 5) == {"loop, 5 workers": ("loop", 5)}
@@ -180,7 +180,7 @@ def test_the_tuner_stops_timing_a_candidate_that_cannot_win(setup, monkeypatch):
     again: on a ResNet-50 the vmap path took minutes to time in full."""
     import time
 
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     vmap_batches = []
 
@@ -206,7 +206,7 @@ def test_the_tuner_stops_timing_a_candidate_that_cannot_win(setup, monkeypatch):
 def test_cudnns_autotuner_is_off_unless_asked_for(setup, monkeypatch):
     """The engine meets several batch shapes on several threads, and the autotuner benchmarks
     every convolution for each (per thread): off by default, in the tuner and in evaluations."""
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     seen, original = [], engine.numerics
 
@@ -226,7 +226,7 @@ def test_cudnns_autotuner_is_off_unless_asked_for(setup, monkeypatch):
 def test_a_stopped_candidate_leaves_the_evaluator_as_it_was(setup, monkeypatch):
     """Stopped in the middle of a BN statistics pass and of an evaluation pass, on both paths:
     the next evaluation gives the numbers of an evaluator that was never stopped."""
-    import landscape.engine as engine
+    import landscape.engine.evaluator as engine
 
     weights = setup[2][:3]
     reference = _evaluator(setup).evaluate(weights, path="loop")
@@ -364,7 +364,7 @@ def test_out_of_memory_in_the_bn_pass_splits_the_group_and_keeps_the_batch(setup
 
 
 def test_out_of_memory_in_the_bn_pass_of_one_point_names_the_bn_batch_size(setup, monkeypatch):
-    import landscape.engine as engine_mod
+    import landscape.engine.evaluator as engine_mod
 
     def fails(*args, **kwargs):
         raise OutOfMemoryError("out of memory (simulated)")
@@ -386,7 +386,7 @@ class _Store:
 
 
 def test_a_resumed_run_reuses_its_tuning_only_where_it_was_measured(setup, monkeypatch):
-    from landscape.runner import _tune
+    from landscape.grid.driver import _tune
 
     ev = _evaluator(setup)
     weights = setup[2][:2]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from landscape.errors import UserError
-from landscape.models import create_model
+from landscape.assets.models import create_model
 
 METADATA_KEY = "landscape"
 PT_SUFFIXES = (".pt", ".pth", ".bin")

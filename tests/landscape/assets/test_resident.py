@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from landscape import PlaneConfig, UserError, create_model, plane, save_checkpoint
-from landscape.checkpoint import CheckpointMeta
-from landscape.data import as_resident, as_tensors, load_dataset
+from landscape.assets.checkpoint import CheckpointMeta
+from landscape.assets.datasets import as_resident, as_tensors, load_dataset
 
 
 def _folder(root, n=6, px=40):
@@ -52,7 +52,7 @@ def test_plane_on_uint8_images_equals_the_float_path(tmp_path, monkeypatch):
         paths.append(path)
     cfg = PlaneConfig(grid=2, engine="loop", bn_batch_size=4)
     fast = plane(paths, out=tmp_path / "u8.h5", config=cfg)
-    from landscape import data as data_mod
+    from landscape.assets import datasets as data_mod
 
     monkeypatch.setattr(data_mod, "_uint8_transform", lambda ds: None)  # the float path
     slow = plane(paths, out=tmp_path / "f32.h5", config=cfg)
@@ -63,7 +63,7 @@ def test_plane_on_uint8_images_equals_the_float_path(tmp_path, monkeypatch):
 def _engine_setup():
     from conftest import make_model, perturbed
 
-    from landscape.geometry import ParamLayout
+    from landscape.engine.layout import ParamLayout
 
     base = make_model(0)
     layout = ParamLayout.of(base)
@@ -79,7 +79,7 @@ def test_data_left_in_host_memory_reaches_the_model_only_through_the_copy_to_the
     copy decodes them, so every pass, path and policy that bypassed it would give other numbers
     or fail: the BN statistics pass (BN's own average and the GPU way), the evaluation passes,
     both paths, worker threads."""
-    from landscape.engine import EvalData, GridEvaluator
+    from landscape.engine.evaluator import EvalData, GridEvaluator
 
     base, layout, weights, splits = _engine_setup()
     resident = EvalData(splits, splits["train"][0])
@@ -108,7 +108,7 @@ def test_data_left_in_host_memory_reaches_the_model_only_through_the_copy_to_the
 
 
 def test_data_stays_on_the_cpu_and_fits_a_device_with_twice_its_size_free():
-    from landscape.data import fits_on_device, place
+    from landscape.assets.datasets import fits_on_device, place
 
     _, _, _, splits = _engine_setup()
     for where in ("auto", "device", "host"):  # on a CPU the host is the device
@@ -122,8 +122,8 @@ def test_data_stays_on_the_cpu_and_fits_a_device_with_twice_its_size_free():
 
 
 def test_channels_last_converts_the_train_inputs_once_for_both_of_their_uses():
-    from landscape.engine import EvalData, GridEvaluator
-    from landscape.geometry import ParamLayout
+    from landscape.engine.evaluator import EvalData, GridEvaluator
+    from landscape.engine.layout import ParamLayout
 
     model = create_model("resnet20", 10, width=4).eval()
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))

@@ -11,8 +11,8 @@ import pytest
 
 from cli.main import main
 from landscape import PlaneConfig, UserError, plane, read_surface
-from landscape import store as store_mod
-from landscape.store import _append_journal, _read_journal, init_path, journal_path, recover
+from landscape.grid import store as store_mod
+from landscape.grid.store import _append_journal, _read_journal, init_path, journal_path, recover
 
 CFG = dict(grid=4, train_subset=200, test_subset=100, engine="loop", group_size=3)
 ARGS = ["--grid", "4", "--train-subset", "200", "--test-subset", "100", "--engine", "loop",

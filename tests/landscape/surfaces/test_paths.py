@@ -11,11 +11,11 @@ import torch
 
 from cli.main import main
 from landscape import UserError, load_checkpoint
-from landscape.barriers import barrier, same_basin
-from landscape.data import ArrayDataset, as_tensors, load_dataset, subset_indices
-from landscape.paths import PathConfig, interpolate, make_pairs, path_report
-from landscape.reference import naive_point
-from landscape.store import read_paths
+from landscape.surfaces.barriers import barrier, same_basin
+from landscape.assets.datasets import ArrayDataset, as_tensors, load_dataset, subset_indices
+from landscape.surfaces.paths import PathConfig, interpolate, make_pairs, path_report
+from landscape.surfaces.reference import naive_point
+from landscape.grid.store import read_paths
 
 
 def test_barrier_of_a_convex_path_is_zero():
@@ -71,7 +71,7 @@ def test_paths_equal_the_naive_loop_and_endpoints_their_checkpoints(three_ckpts,
         ds = load_dataset("mnist1d", split)
         x, y = as_tensors(ds, subset_indices(len(ds), n, seed=0))
         splits[split] = ArrayDataset(x, y)
-    from landscape.geometry import ParamLayout
+    from landscape.engine.layout import ParamLayout
 
     layout = ParamLayout.of(ckpts[0].model)
     vec = [layout.flatten(c.model.state_dict()) for c in ckpts]
@@ -97,7 +97,7 @@ def test_paths_equal_the_naive_loop_and_endpoints_their_checkpoints(three_ckpts,
 def test_interrupted_paths_resume(three_ckpts, tmp_path, monkeypatch):
     cfg = PathConfig(points=5, train_subset=200, test_subset=100, group_size=3, engine="loop")
     full = interpolate(three_ckpts, out=tmp_path / "full.h5", pairs="all", config=cfg)
-    from landscape import engine
+    from landscape.engine import evaluator as engine
 
     real, calls = engine.GridEvaluator.evaluate, []
 
@@ -132,7 +132,7 @@ def test_cli_report_equals_the_h5_file(three_ckpts, tmp_path, capsys):
         assert rec["label"] == ("same basin" if b.height < 0.5 else "different basin")
     ckpts = [load_checkpoint(p) for p in three_ckpts]
     report = path_report(ps, ckpts)
-    from landscape.geometry import ParamLayout
+    from landscape.engine.layout import ParamLayout
 
     layout = ParamLayout.of(ckpts[0].model)
     d = float(torch.linalg.vector_norm(layout.flatten(ckpts[0].model.state_dict())

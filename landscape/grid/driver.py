@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from landscape.distributed import Group
-from landscape.engine import GridEvaluator
+from landscape.grid.distributed import Group
+from landscape.engine.evaluator import GridEvaluator
 from landscape.errors import UserError
 from landscape.progress import progress
-from landscape.store import GridStore, parts_dir
+from landscape.grid.store import GridStore, parts_dir
 
 Index = tuple[int, ...]
 

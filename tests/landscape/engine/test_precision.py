@@ -8,9 +8,9 @@ import torch
 
 from cli.main import main
 from landscape import PlaneConfig, UserError, create_model, plane, read_surface
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import ParamLayout
-from landscape.numerics import numerics
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
+from landscape.engine.numerics import numerics
 
 CFG = dict(grid=3, train_subset=200, test_subset=100, engine="loop")
 

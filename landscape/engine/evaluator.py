@@ -33,14 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
-from landscape.bn import bn_modules, fixed_batches, recompute_bn_
-from landscape.cuda_graph import GraphedStep
+from landscape.engine.bn import bn_modules, fixed_batches, recompute_bn_
+from landscape.engine.cuda_graph import GraphedStep
 from landscape.errors import UserError
-from landscape.fold import Folded, try_fold
-from landscape.geometry import ParamLayout
-from landscape.numerics import PRECISIONS, numerics
+from landscape.engine.fold import Folded, try_fold
+from landscape.engine.layout import ParamLayout
+from landscape.engine.numerics import PRECISIONS, numerics
 from landscape.progress import progress
-from landscape.thin_conv import use_matmul_convs
+from landscape.engine.thin_conv import use_matmul_convs
 
 PATHS = ("auto", "loop", "vmap")
 TUNING_LIMIT = 3.0  # the tuner stops timing a candidate once it has taken this many times the fastest's time

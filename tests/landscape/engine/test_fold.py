@@ -7,7 +7,7 @@ from conftest import perturbed
 from torch import nn
 
 from landscape import create_model
-from landscape.fold import fold_pairs, try_fold
+from landscape.engine.fold import fold_pairs, try_fold
 
 
 def _with_stats(model: nn.Module, seed: int) -> nn.Module:

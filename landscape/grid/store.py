@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from landscape.errors import UserError
-from landscape.lock import WriterLock
+from landscape.grid.lock import WriterLock
 from landscape.results import PathSet, PointInfo, Surface
 
 FORMAT_VERSION = 1

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from landscape import UserError, load_checkpoint, read_paths, read_surface, save_checkpoint
-from landscape.checkpoint import CheckpointMeta
+from landscape.assets.checkpoint import CheckpointMeta
 from landscape.results import PointInfo
-from landscape.store import PathStore, SurfaceStore
+from landscape.grid.store import PathStore, SurfaceStore
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

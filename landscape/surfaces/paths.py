@@ -18,20 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.barriers import DEFAULT_THRESHOLD_PP, barrier, same_basin
-from landscape.bn import bn_modules, resolve_policy
-from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import DATA_ON, SPLITS
-from landscape.distributed import Group
-from landscape.engine import PATHS
+from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, barrier, same_basin
+from landscape.engine.bn import bn_modules, resolve_policy
+from landscape.assets.checkpoint import Checkpoint, load_checkpoint
+from landscape.assets.datasets import DATA_ON, SPLITS
+from landscape.grid.distributed import Group
+from landscape.engine.evaluator import PATHS
 from landscape.errors import UserError
-from landscape.geometry import ParamLayout
-from landscape.models import head_parameter_names
-from landscape.numerics import PRECISIONS
-from landscape.plane import ENGINE_KNOBS, _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
+from landscape.engine.layout import ParamLayout
+from landscape.assets.models import head_parameter_names
+from landscape.engine.numerics import PRECISIONS
+from landscape.surfaces.planes import ENGINE_KNOBS, _runtime, _weights_sha256, drop_inert, evaluator_factory, prepare
 from landscape.results import PathSet
-from landscape.runner import evaluate_grid
-from landscape.store import FORMAT_VERSION, PathStore, read_paths
+from landscape.grid.driver import evaluate_grid
+from landscape.grid.store import FORMAT_VERSION, PathStore, read_paths
 
 PAIR_MODES = ("chain", "star", "all")
 MAX_POINTS = 10001

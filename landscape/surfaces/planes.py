@@ -18,17 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.bn import bn_modules, resolve_policy
-from landscape.checkpoint import Checkpoint, load_checkpoint
-from landscape.data import DATA_ON, SPLITS, as_resident, dataset_info, load_dataset, place, subset_indices
-from landscape.distributed import Group
-from landscape.engine import PATHS, EvalData, GridEvaluator
+from landscape.engine.bn import bn_modules, resolve_policy
+from landscape.assets.checkpoint import Checkpoint, load_checkpoint
+from landscape.assets.datasets import DATA_ON, SPLITS, as_resident, dataset_info, load_dataset, place, subset_indices
+from landscape.grid.distributed import Group
+from landscape.engine.evaluator import PATHS, EvalData, GridEvaluator
 from landscape.errors import UserError
-from landscape.geometry import ParamLayout, PlaneBasis, axis, random_basis, three_point_basis
-from landscape.numerics import PRECISIONS
+from landscape.engine.layout import ParamLayout
+from landscape.surfaces.geometry import PlaneBasis, axis, random_basis, three_point_basis
+from landscape.engine.numerics import PRECISIONS
 from landscape.results import PointInfo, Surface
-from landscape.runner import evaluate_grid
-from landscape.store import FORMAT_VERSION, SurfaceStore, read_surface
+from landscape.grid.driver import evaluate_grid
+from landscape.grid.store import FORMAT_VERSION, SurfaceStore, read_surface
 
 MAX_GRID = 1001
 

@@ -15,7 +15,7 @@ import pytest
 
 from landscape import PlaneConfig, UserError, plane, read_surface
 from landscape.results import PointInfo
-from landscape.store import SurfaceStore
+from landscape.grid.store import SurfaceStore
 
 CFG = dict(grid=4, train_subset=200, test_subset=100, engine="loop", group_size=3)
 
@@ -59,7 +59,7 @@ def test_file_records_the_full_configuration(three_ckpts, tmp_path):
 
 def test_interrupted_run_resumes_to_identical_arrays(three_ckpts, tmp_path, monkeypatch):
     full = plane(three_ckpts, out=tmp_path / "full.h5", config=PlaneConfig(**CFG))
-    from landscape import engine
+    from landscape.engine import evaluator as engine
 
     calls = {"n": 0}
     original = engine.GridEvaluator.evaluate
@@ -139,7 +139,7 @@ def test_different_configuration_is_refused_unless_overwrite(three_ckpts, tmp_pa
 
 
 def test_overwrite_never_merges_parts_of_an_earlier_run(three_ckpts, tmp_path):
-    from landscape.runner import _write_part
+    from landscape.grid.driver import _write_part
 
     out = tmp_path / "p.h5"
     parts = tmp_path / "p.h5.parts"

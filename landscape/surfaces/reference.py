@@ -17,9 +17,10 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Dataset
 
-from landscape.bn import bn_modules
-from landscape.geometry import ParamLayout, PlaneBasis
-from landscape.numerics import numerics
+from landscape.engine.bn import bn_modules
+from landscape.engine.layout import ParamLayout
+from landscape.surfaces.geometry import PlaneBasis
+from landscape.engine.numerics import numerics
 
 
 def naive_point(

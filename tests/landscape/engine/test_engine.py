@@ -10,11 +10,12 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 from landscape import PlaneConfig, load_checkpoint, load_dataset, plane
-from landscape.bn import recompute_bn_
-from landscape.data import ArrayDataset, subset_indices
-from landscape.engine import EvalData, GridEvaluator
-from landscape.geometry import ParamLayout, three_point_basis
-from landscape.reference import naive_plane
+from landscape.engine.bn import recompute_bn_
+from landscape.assets.datasets import ArrayDataset, subset_indices
+from landscape.engine.evaluator import EvalData, GridEvaluator
+from landscape.engine.layout import ParamLayout
+from landscape.surfaces.geometry import three_point_basis
+from landscape.surfaces.reference import naive_plane
 
 TRAIN_N, TEST_N, GRID = 300, 200, 3
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from landscape.thin_conv import MatmulConv1d, use_matmul_convs
+from landscape.engine.thin_conv import MatmulConv1d, use_matmul_convs
 
 
 @pytest.mark.parametrize("cin, k, stride, padding, bias", [
