@@ -155,10 +155,11 @@ def measure(case: PlaneCase) -> dict[str, Any]:
     order = np.random.default_rng(case.seed + 1).permutation(case.grid**2)  # the other points, seeded
     others = [p for k in order if (p := (int(k) // case.grid, int(k) % case.grid)) not in naive_sample]
     start = time.perf_counter()
-    tuning = evaluator.tune(weights(others[: case.group_size]),
-                            group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
+    tuned = evaluator.tune(weights(others[: case.group_size]),
+                           group_sizes=(case.group_size // 2, case.group_size, 2 * case.group_size))
+    tuning = tuned.settings
     tune_seconds = time.perf_counter() - start
-    log(f"{case.name}: tuned in {tune_seconds:.1f} s ({tuning.path}, batch {tuning.batch_size}, group "
+    log(f"{case.name}: tuned in {tune_seconds:.1f} s ({tuning.strategy}, batch {tuning.batch_size}, group "
         f"{tuning.group_size}, {tuning.workers} worker(s)); timing the engine and the naive loop")
     engine_sample = engine_points(naive_sample, others, case.engine_points, tuning.group_size)
     engine, naive = time_interleaved(case, evaluator, weights, engine_sample, naive_sample, tuning, device)
@@ -170,11 +171,11 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         "case": case.name, "device": str(device), "grid": case.grid,
         "samples": {"train": len(case.train), "test": len(case.test)},
         "bn": "recompute", "bn_batch_size": case.bn_batch_size,
-        "tuning": {"path": tuning.path, "batch_size": tuning.batch_size,
+        "tuning": {"path": tuning.strategy, "batch_size": tuning.batch_size,
                    "group_size": tuning.group_size, "workers": tuning.workers, "bn_ghosts": tuning.bn_ghosts,
-                   "note": tuning.note,
+                   "note": tuned.note,
                    "seconds": tune_seconds,
-                   "seconds_per_point": tuning.seconds_per_point, "backoffs": evaluator.backoffs,
+                   "seconds_per_point": tuned.seconds_per_point, "backoffs": evaluator.backoffs,
                    "cuda_graph": evaluator.graph_note or None},
         "engine": _timing(engine), "naive": _timing(naive),
         "ratio": engine.points_per_s / naive.points_per_s,
@@ -189,7 +190,7 @@ def measure(case: PlaneCase) -> dict[str, Any]:
         case.report({**result, "partial": "the extras (options, other path, BN share) were not timed yet"})
     w = weights(engine_sample[: max(2, tuning.workers)])  # as many points as the workers run at once
     result["engine_seconds_per_point_without_bn"] = time_without_bn(case, layout, data, tuning, w)
-    other = "vmap" if tuning.path == "loop" else "loop"  # the path not chosen, at full size
+    other = "vmap" if tuning.strategy == "loop" else "loop"  # the path not chosen, at full size
     other_path = (time_engine(evaluator, weights, engine_sample[: tuning.group_size], other, tuning.group_size)
                   if case.other_path else None)
     result["other_path"] = None if other_path is None else {"path": other, **_timing(other_path)}
@@ -215,7 +216,7 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
                      ("ghost-bn", {"bn_ghosts": ghosts}), ("cudnn-benchmark", {"cudnn_benchmark": True})):
         if ("channels_last" in kw and not image) or (name in ("tf32", "ghost-bn", "cudnn-benchmark") and not gpu):
             continue  # channels-last is for images; TF32 and the GPU's BN pass exist on GPUs only
-        if name == "ghost-bn" and tuning.path != "loop":
+        if name == "ghost-bn" and tuning.strategy != "loop":
             continue
         if case.options is not None and name not in case.options:
             continue
@@ -223,7 +224,7 @@ def time_options(case, layout, data, tuning, weights, engine: Timing, engine_sam
             ev = GridEvaluator(case.models[0], layout, data, bn_policy="recompute",
                                bn_batch_size=case.bn_batch_size, batch_size=tuning.batch_size,
                                workers=tuning.workers, **{"bn_ghosts": tuning.bn_ghosts, **kw})
-            t = time_engine(ev, weights, points, tuning.path, tuning.group_size)
+            t = time_engine(ev, weights, points, tuning.strategy, tuning.group_size)
         except (RuntimeError, ValueError, NotImplementedError) as exc:  # report, go on
             out[name] = {"error": str(exc).splitlines()[0][:200]}
             log(f"{case.name}: option {name} failed: {out[name]['error']}")
@@ -243,10 +244,10 @@ def time_without_bn(case, layout, data, tuning, w: torch.Tensor) -> float:
     ev = GridEvaluator(case.models[0], layout, data, bn_policy="keep", batch_size=tuning.batch_size,
                        workers=tuning.workers)
     keep = [{k: v for k, v in case.models[0].state_dict().items() if k in dict(ev.model.named_buffers())}] * len(w)
-    ev.evaluate(w, keep, path="loop")  # warm-up: every worker's replica made and run once
+    ev.evaluate(w, keep, strategy="loop")  # warm-up: every worker's replica made and run once
     sync(ev)
     start = time.perf_counter()
-    ev.evaluate(w, keep, path="loop")
+    ev.evaluate(w, keep, strategy="loop")
     sync(ev)
     return (time.perf_counter() - start) / len(w)
 
@@ -259,11 +260,11 @@ def time_interleaved(case, evaluator, weights, engine_points, naive_points, tuni
     groups = [engine_points[g : g + group] for g in range(0, len(engine_points), group)]
     chunks = [[p for grp in groups[r::rounds] for p in grp] for r in range(rounds)]  # whole groups
     engine_parts, naive_parts = [], []
-    time_engine(evaluator, weights, engine_points[:group], tuning.path, group)  # warm-up
+    time_engine(evaluator, weights, engine_points[:group], tuning.strategy, group)  # warm-up
     time_naive(case, weights, naive_points[:1], device)  # warm-up
     for r in range(rounds):
         if chunks[r]:  # fewer groups than naive points: some rounds time the naive loop alone
-            engine_parts.append(time_engine(evaluator, weights, chunks[r], tuning.path, group, warm_up=False))
+            engine_parts.append(time_engine(evaluator, weights, chunks[r], tuning.strategy, group, warm_up=False))
         naive_parts.append(time_naive(case, weights, naive_points[r : r + 1], device, warm_up=False))
     return _join(engine_parts, [p for c in chunks for p in c], engine_points), _join(naive_parts)
 
@@ -281,11 +282,11 @@ def _join(parts: list[Timing], order=None, target=None) -> Timing:
 def time_engine(evaluator: GridEvaluator, weights, points, path: str, group: int, *,
                 warm_up: bool = True) -> Timing:
     if warm_up:  # a whole group: the shapes the timed groups have
-        evaluator.evaluate(weights(points[:group]), path=path)
+        evaluator.evaluate(weights(points[:group]), strategy=path)
     sync(evaluator)
     parts, start = [], time.perf_counter()
     for g in range(0, len(points), group):
-        parts.append(evaluator.evaluate(weights(points[g : g + group]), path=path).metrics)
+        parts.append(evaluator.evaluate(weights(points[g : g + group]), strategy=path).metrics)
     sync(evaluator)
     seconds = time.perf_counter() - start
     metrics = {s: {m: np.concatenate([p[s][m] for p in parts]) for m in parts[0][s]}
@@ -314,12 +315,12 @@ def time_naive(case: PlaneCase, weights, points, device: torch.device, *, warm_u
 def flops_per_point(evaluator: GridEvaluator, w: torch.Tensor) -> float:
     """Forward FLOPs of one point (BN recompute pass and the evaluation passes), as counted
     by ``torch.utils.flop_counter`` (convolutions and matrix products)."""
-    graphs, evaluator.cuda_graphs = evaluator.cuda_graphs, False  # a graph replay is not counted
+    graphs, evaluator.loop.bn.cuda_graphs = evaluator.loop.bn.cuda_graphs, False  # a graph replay is not counted
     try:
         with FlopCounterMode(display=False) as counter:
-            evaluator.evaluate(w, path="loop")
+            evaluator.evaluate(w, strategy="loop")
     finally:
-        evaluator.cuda_graphs = graphs
+        evaluator.loop.bn.cuda_graphs = graphs
     return float(counter.get_total_flops())
 
 

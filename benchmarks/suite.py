@@ -225,11 +225,11 @@ def case_peer(args, size, tmp) -> dict[str, Any]:
     weights = a + coef @ d.T
     keep = {k: v for k, v in models[0].state_dict().items() if "running" in k or "num_batches" in k}
     ev = GridEvaluator(models[0], layout, EvalData(splits), bn_policy="keep", batch_size=1024)
-    tuning = ev.tune(weights[:8], [keep] * min(8, len(weights)))
-    ev.evaluate(weights[:1], [keep], path=tuning.path)
+    tuning = ev.tune(weights[:8], [keep] * min(8, len(weights))).settings
+    ev.evaluate(weights[:1], [keep], strategy=tuning.strategy)
     start = time.perf_counter()
     ours = [ev.evaluate(weights[g : g + tuning.group_size], [keep] * len(weights[g : g + tuning.group_size]),
-                        path=tuning.path).metrics for g in range(0, len(weights), tuning.group_size)]
+                        strategy=tuning.strategy).metrics for g in range(0, len(weights), tuning.group_size)]
     seconds = time.perf_counter() - start
     flat = {s: {m: np.concatenate([o[s][m] for o in ours]) for m in ("loss", "acc")} for s in splits}
     diff = {m: max(abs(float(flat[s][m][i]) - v[s][m]) for i, v in enumerate(values) for s in splits)
@@ -240,7 +240,7 @@ def case_peer(args, size, tmp) -> dict[str, Any]:
     return {
         "case": "peer", "device": str(device), "grid": steps,
         "samples": {s: len(xy[1]) for s, xy in splits.items()}, "bn": "keep",
-        "tuning": {"path": tuning.path, "batch_size": tuning.batch_size, "group_size": tuning.group_size},
+        "tuning": {"path": tuning.strategy, "batch_size": tuning.batch_size, "group_size": tuning.group_size},
         "engine": {"points": n, "seconds": seconds, "points_per_s": n / seconds},
         "naive": {"points": n, "seconds": peer_seconds, "points_per_s": n / peer_seconds},
         "ratio": peer_seconds / seconds, "max_abs_diff": diff,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from landscape.assets.datasets import DATA_ON
 from landscape.errors import UserError
-from landscape.engine.numerics import PRECISIONS
 
 
 class Parser(argparse.ArgumentParser):
@@ -120,19 +120,11 @@ def process_group(device_spec: str):
         shutdown()
 
 
-def add_precision(p: argparse.ArgumentParser) -> None:
-    """--precision, --channels-last and --workers for plane and interp."""
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default: IEEE float32, also on GPUs), tf32 (TF32 tensor cores on GPUs) or "
-                        "bf16 autocast: the last two are faster on recent GPUs and change the numbers "
-                        "slightly (recorded in the file; benchmarks/suite.py measures by how much)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="channels-last memory format for image models (speed only, often faster on GPU)")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="points the loop engine evaluates at once, each in its own thread (on a GPU "
-                        "each on its own CUDA stream; speed only; default: measured with --engine "
-                        "auto, else 1)")
-    p.add_argument("--data-on", default="auto", choices=DATA_ON,
-                   help="on a GPU, where the evaluation data lives: device, host (copied to the GPU "
-                        "batch by batch) or auto (default: on the GPU when it takes at most half of its "
-                        "free memory); speed only")
+def write_atomically(write: Callable[[Any, Path], Any], obj: Any, path: Path) -> Path:
+    """``write(obj, file)`` (a renderer's saver, e.g. ``viz.save_figure``) into a temporary file
+    beside ``path`` that then replaces it (``landscape.atomic``): a plot appears whole or not at all."""
+    from landscape.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(obj, tmp)
+    return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import os
 from pathlib import Path
 
 from cli.common import add_device
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ensembles.evaluate import evaluate
     from landscape import resolve_device
+    from landscape.atomic import write_json
     from viz import plot_size_curves, save_figure
 
     device = resolve_device(args.device)
@@ -51,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     records = [rec for rep in reports for rec in rep.table()]
     for rep in reports:
         print(_format(rep.name, rep.method, rep.table()))
-    _write_csv(out / "ensemble.csv", records)
-    (out / "ensemble.json").write_text(json.dumps(
-        {"runs": [_json(rep) for rep in reports], "ood": args.ood}, indent=2))
+    write_csv(out / "ensemble.csv", records)
+    write_json(out / "ensemble.json", {"runs": [_json(rep) for rep in reports], "ood": args.ood},
+               indent=2)
     series = {rep.name: {k: [r[k] for r in rep.table() if k in r]
                          for k in ("accuracy", "soup_accuracy", "ood_accuracy",
                                    "ood_soup_accuracy")}
@@ -74,9 +75,12 @@ def _format(name: str, method: str, table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, records: list[dict]) -> None:
+def write_csv(path: str | os.PathLike, records: list[dict]) -> None:
+    """Write ``records`` as a CSV file (the columns: every key, in first-seen order), atomically."""
+    from landscape.atomic import atomic_path
+
     fields = list(dict.fromkeys(k for rec in records for k in rec))
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(records)

@@ -13,22 +13,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-from cli.common import (
-    add_arch_for_pt,
-    add_data,
-    add_device,
-    add_precision,
-    csv_names,
-    fetch_data,
-    finite_float,
-    load_kwargs,
-    positive_int,
-    process_group,
-)
+from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, write_atomically
+from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
   landscape interp runs/sse                         # chain and star pairs of a run's members
@@ -45,7 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("interp", help="linear paths, barriers and basin labels",
                        description=__doc__, epilog=EXAMPLES)
     p.add_argument("checkpoints", nargs="+", help="two or more checkpoints, or one run directory")
-    add_data(p)
     p.add_argument("--out", default=None, help="output directory (default: interp-<names>)")
     p.add_argument("--points", type=positive_int, default=21, help="points on [0, 1] (21)")
     p.add_argument("--extend", type=finite_float, default=0.0,
@@ -57,21 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"percentage points (default {DEFAULT_THRESHOLD_PP})")
     p.add_argument("--pretrained", nargs="*", default=[],
                    help="pre-trained checkpoint(s) for distances (default: from the lineage)")
-    p.add_argument("--bn", default=None, help="recompute (default for BN models), interpolate, keep")
-    p.add_argument("--bn-batch-size", type=positive_int, default=128)
-    p.add_argument("--splits", type=csv_names, default=("train", "test"))
-    p.add_argument("--train-subset", type=positive_int, default=None)
-    p.add_argument("--test-subset", type=positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="seeds the subsets")
-    p.add_argument("--batch-size", type=positive_int, default=512)
-    p.add_argument("--engine", default="auto", choices=("auto", "loop", "vmap"))
-    p.add_argument("--group-size", type=positive_int, default=None)
-    add_precision(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device(p)
-    add_arch_for_pt(p)
+    add_grid_flags(p, seed_help="seeds the subsets", output="paths.h5")
     p.set_defaults(run=run)
 
 
@@ -91,17 +65,12 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import load_checkpoint
-    from landscape.surfaces.paths import PathConfig, interpolate, path_report
+    from landscape.surfaces.basins import path_report
+    from landscape.surfaces.paths import PathConfig, interpolate
 
     fetch_data(args, args.data)
     files, pre_files, pairs = _inputs(args)
-    config = PathConfig(points=args.points, extend=args.extend, bn=args.bn,
-                        bn_batch_size=args.bn_batch_size, splits=args.splits,
-                        train_subset=args.train_subset, test_subset=args.test_subset,
-                        seed=args.seed, batch_size=args.batch_size, engine=args.engine,
-                        group_size=args.group_size, precision=args.precision,
-                        channels_last=args.channels_last, workers=args.workers,
-                        data_on=args.data_on)
+    config = PathConfig(points=args.points, extend=args.extend, **grid_settings(args))
     ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
     pretrained = [load_checkpoint(f, **{**load_kwargs(args), "num_classes": None, "arch": None})
                   if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))
@@ -138,20 +107,24 @@ def _fmt(v) -> str:
 
 
 def _write_reports(out: Path, report, paths) -> list[Path]:
+    """report.md, report.csv and report.json beside paths.h5, each written atomically."""
+    import io
+
+    from landscape.atomic import write_json, write_text
+
     records = [asdict(r) for r in report]
-    (out / "report.md").write_text(
-        f"# Linear paths ({paths.config['identity']['dataset']}, BN "
-        f"{paths.config['identity']['bn']}, threshold {report[0].threshold} pp)\n\n"
-        + _markdown(report) + "\n")
-    with open(out / "report.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    write_text(out / "report.md", f"# Linear paths ({paths.config['identity']['dataset']}, BN "
+               f"{paths.config['identity']['bn']}, threshold {report[0].threshold} pp)\n\n" + _markdown(report) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    write_text(out / "report.csv", table.getvalue())
     doc = {"pairs": records, "alpha": paths.alpha.tolist(), "names": paths.names,
            "curves": {paths.pair_name(p): {s: {m: paths.curve(p, s, m).tolist()
                                                for m in ("loss", "acc")} for s in paths.splits}
                       for p in range(len(paths.pairs))}}
-    (out / "report.json").write_text(json.dumps(doc, indent=2))
+    write_json(out / "report.json", doc, indent=2)
     return [out / "paths.h5", out / "report.md", out / "report.csv", out / "report.json"]
 
 
@@ -160,12 +133,12 @@ def _plots(out: Path, paths, report, matrix: bool) -> list[Path]:
 
     from viz import plot_barrier_matrix, plot_paths, save_figure
 
-    written = [save_figure(plot_paths(paths), out / "paths.png")]
+    written = [write_atomically(save_figure, plot_paths(paths), out / "paths.png")]
     if matrix:
         n = len(paths.names)
         m = np.full((n, n), np.nan)
         index = {name: k for k, name in enumerate(paths.names)}
         for r in report:
             m[index[r.a], index[r.b]] = m[index[r.b], index[r.a]] = r.acc_barrier_test
-        written.append(save_figure(plot_barrier_matrix(paths.names, m), out / "barriers.png"))
+        written.append(write_atomically(save_figure, plot_barrier_matrix(paths.names, m), out / "barriers.png"))
     return written

@@ -29,6 +29,7 @@ def build_report(root: Path) -> tuple[Path, list[Path]]:
     """Collect the demo's results, check the paper's claims, render the page and the PNGs."""
     from ensembles.claims import paper_claims
     from landscape import read_paths, read_surface
+    from landscape.atomic import write_text
     from landscape.errors import UserError
     from viz import save_figure
     from viz.report import ReportInput, render_report, static_figures
@@ -51,7 +52,7 @@ def build_report(root: Path) -> tuple[Path, list[Path]]:
     data = ReportInput(ensembles, paths, planes, claims,
                        subtitle=f"{root.name}: MNIST-1D, OOD set {doc.get('ood')}")
     page = root / "report.html"
-    page.write_text(render_report(data), encoding="utf-8")
+    write_text(page, render_report(data))
     pngs = [save_figure(fig, root / "figures" / f"{stem}.png")
             for stem, fig in static_figures(data).items()]
     return page, pngs

@@ -8,8 +8,6 @@ writes OUT/sweep.csv, sweep.json and sweep.png (a heatmap of the full ensemble's
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 from cli.common import add_data, add_device, finite_float, positive_int
@@ -61,10 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.ensemble import write_csv
     from cli.train import settings
-    from ensembles.run import RunConfig
+    from ensembles.config import RunConfig
     from ensembles.sweep import cell_name, sweep
     from landscape import resolve_device
+    from landscape.atomic import write_json
     from viz import plot_sweep_heatmap, save_figure
 
     s = settings(args)
@@ -84,12 +84,8 @@ def run(args: argparse.Namespace) -> int:
             records.append(rec)
             print("  ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in rec.items()))
-    with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    (out / "sweep.json").write_text(json.dumps({"method": res.method, "cells": records},
-                                               indent=2))
+    write_csv(out / "sweep.csv", records)
+    write_json(out / "sweep.json", {"method": res.method, "cells": records}, indent=2)
     fig = plot_sweep_heatmap(res.accuracy, res.lr_ratios, res.epoch_ratios,
                              title=f"{res.method}: ensemble accuracy (%), K={base.members}")
     save_figure(fig, out / "sweep.png")

@@ -44,10 +44,6 @@ DEFAULTS = {"data": "mnist1d", "members": 5, "epochs": 10, "lr": 0.02, "wd": 5e-
             "batch_size": 128, "cycle_epochs": None, "cycle_lr": None, "optimizer": "sgd",
             "warmup_epochs": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
             "grad_clip": None, "amp": False}
-# the local methods' own settings (None: RunConfig's default)
-METHOD_FLAGS = ("fge_min_lr", "csgld_temperature", "csgld_exploration", "swag_rank", "swag_collect",
-                "swag_schedule", "sample_scale", "laplace_prior_precision", "spro_vertices",
-                "spro_volume_reg")
 
 
 def add_recipe(p: argparse.ArgumentParser) -> None:
@@ -144,14 +140,22 @@ def settings(args: argparse.Namespace) -> dict:
     return merged
 
 
+def method_options(args: argparse.Namespace) -> dict:
+    """The methods' options given as flags (those left unset take the method's defaults)."""
+    from ensembles.methods import METHODS, option_defaults
+
+    return {k: getattr(args, k) for k in option_defaults(METHODS) if getattr(args, k) is not None}
+
+
 def run(args: argparse.Namespace) -> int:
-    from ensembles.run import RunConfig, train
+    from ensembles.config import RunConfig
+    from ensembles.run import train
+    from ensembles.rundir import RunDir
 
     s = settings(args)
-    own = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
-    config = RunConfig(method=args.method, pretrained=tuple(args.pretrained), seed=args.seed,
-                       pretrained_arch=args.arch, pretrained_num_classes=args.num_classes,
-                       init=args.init, **own, **s)
+    config = RunConfig.from_flat(args.method, tuple(args.pretrained), seed=args.seed,
+                                 pretrained_arch=args.arch, pretrained_num_classes=args.num_classes,
+                                 **method_options(args), **s)
     with process_group(args.device) as (group, device):
         if group.is_main:
             fetch_data(args, s["data"])
@@ -164,5 +168,6 @@ def run(args: argparse.Namespace) -> int:
         lr = f" at lr {m['lr']:g}" if m.get("lr") is not None else ""
         print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs{lr}, "
               f"test acc {m['test_acc']:.2f}%")
-    print(f"wrote {args.out}/manifest.json and {len(result.members)} members")
+    manifest = RunDir(args.out).manifest_path.name
+    print(f"wrote {args.out}/{manifest} and {len(result.members)} members")
     return 0

@@ -9,11 +9,22 @@ Example:
     >>> report.rows[-1].accuracy, report.soup_accuracy[-1]
 """
 
+from ensembles.config import RunConfig
 from ensembles.evaluate import RunReport, evaluate
-from ensembles.methods import LOCAL_METHODS
+from ensembles.manifest import Run, read_run
+from ensembles.methods import (
+    LOCAL_METHODS,
+    METHODS,
+    EnsembleMethod,
+    MemberPlan,
+    get_method,
+    method_names,
+    register_method,
+)
 from ensembles.metrics import EnsembleRow, accuracy, brier, diversity, ece, ensemble_rows, nll
 from ensembles.presets import load_preset, preset_names
-from ensembles.run import METHODS, Run, RunConfig, read_run, train
+from ensembles.run import train
+from ensembles.rundir import RunDir
 from ensembles.schedules import cosine_lr
 from ensembles.soup import uniform_soup
 from ensembles.sweep import SweepResult, sweep
@@ -22,9 +33,12 @@ from ensembles.training import TrainConfig, TrainResult, finetune, fit, predict_
 __all__ = [
     "LOCAL_METHODS",
     "METHODS",
+    "EnsembleMethod",
     "EnsembleRow",
+    "MemberPlan",
     "Run",
     "RunConfig",
+    "RunDir",
     "RunReport",
     "SweepResult",
     "TrainConfig",
@@ -38,12 +52,15 @@ __all__ = [
     "evaluate",
     "finetune",
     "fit",
+    "get_method",
     "load_preset",
+    "method_names",
     "nll",
     "predict_probs",
     "preset_names",
     "pretrain",
     "read_run",
+    "register_method",
     "sweep",
     "train",
     "uniform_soup",

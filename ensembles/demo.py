@@ -9,7 +9,6 @@ pairs; evaluate planes through three SSE and three StarSSE members.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,11 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ensembles.config import RunConfig
 from ensembles.evaluate import evaluate
-from ensembles.run import RunConfig, read_run, train
+from ensembles.manifest import read_run
+from ensembles.run import train
 from ensembles.training import TrainConfig, pretrain
 from landscape.assets.checkpoint import load_checkpoint, save_checkpoint
-from landscape.surfaces.paths import PathConfig, interpolate, path_report
+from landscape.atomic import write_json
+from landscape.surfaces.basins import path_report
+from landscape.surfaces.paths import PathConfig, interpolate
 from landscape.surfaces.planes import PlaneConfig, plane
 
 
@@ -83,8 +86,8 @@ def run_demo(
         members = [read_run(out / "runs" / name).checkpoint_path(i) for i in (1, 2, 3)]
         plane(members, out=out / "planes" / name / "plane.h5", device=device,
               config=PlaneConfig(grid=config.grid, train_subset=config.plane_train_subset))
-    (out / "demo.json").write_text(json.dumps({"config": asdict(config), "runs": list(RUNS),
-                                               "planes": list(PLANES)}, indent=2))
+    write_json(out / "demo.json", {"config": asdict(config), "runs": list(RUNS),
+                                   "planes": list(PLANES)}, indent=2)
     return out
 
 
@@ -124,9 +127,7 @@ def _judge(out: Path, config: DemoConfig, device, log) -> None:
     reports = [evaluate(out / "runs" / name, soups=True, ood=config.ood, device=device)
                for name in RUNS]
     doc = {"ood": config.ood, "runs": [{**asdict(r), "table": r.table()} for r in reports]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
+    write_json(path, doc, indent=2)
 
 
 def _paths(out: Path, name: str, pretrained: str, config: DemoConfig, device) -> None:
@@ -137,5 +138,4 @@ def _paths(out: Path, name: str, pretrained: str, config: DemoConfig, device) ->
                      config=PathConfig(points=config.points))
     ckpts = [load_checkpoint(f) for f in files]
     report = path_report(ps, ckpts, pretrained=[load_checkpoint(pretrained)])
-    (target / "report.json").write_text(json.dumps({"pairs": [asdict(r) for r in report]},
-                                                   indent=2))
+    write_json(target / "report.json", {"pairs": [asdict(r) for r in report]}, indent=2)

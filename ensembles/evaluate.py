@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
-from ensembles.run import Run, read_run
+from ensembles.manifest import Run, read_run
 from ensembles.soup import uniform_soup
 from ensembles.training import predict_probs
 from landscape.assets.checkpoint import load_checkpoint
-from landscape.assets.datasets import ArrayDataset, as_tensors, load_dataset, ood_set
+from landscape.assets.datasets import load_dataset
+from landscape.assets.ood import ood_set
+from landscape.assets.resident import ArrayDataset, as_tensors
 from landscape.progress import progress
 
 

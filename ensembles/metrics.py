@@ -1,4 +1,4 @@
-"""Ensemble metrics on predicted probabilities (design.md, "Judging ensembles").
+"""Ensemble metrics on predicted probabilities (docs/architecture.md).
 
 Pure functions of numpy arrays: ``probs`` are (N, C) class probabilities, ``labels`` (N,) ints.
 The ensemble's prediction is the mean of its members' probabilities.

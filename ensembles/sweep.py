@@ -1,4 +1,4 @@
-"""The paper's grid of cycle settings for SSE and StarSSE (design.md, "Training").
+"""The paper's grid of cycle settings for SSE and StarSSE (docs/architecture.md).
 
 Each cell trains a run with ``cycle_lr = r_lr * lr`` and ``cycle_epochs = r_ep * epochs``
 (rounded, at least 1) into ``<out>/<method>-lr<r_lr>-ep<r_ep>``; finished cells are skipped,
@@ -9,7 +9,6 @@ and copied into the other cells.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,9 @@ import numpy as np
 import torch
 
 from ensembles.evaluate import evaluate
-from ensembles.run import RunConfig, _finished, train
+from ensembles.config import RunConfig
+from ensembles.run import train
+from ensembles.rundir import RunDir
 from landscape.errors import UserError
 from landscape.progress import progress
 
@@ -71,8 +72,8 @@ def sweep(
                 cfg = replace(base, cycle_lr=r_lr * base.lr,
                               cycle_epochs=max(1, round(r_ep * base.epochs)))
                 path = out / cell_name(base.method, r_lr, r_ep)
-                if first is not None and not _finished(path, 1):
-                    _copy_member_one(first, path)
+                if first is not None and not RunDir(path).finished(1):
+                    RunDir(first).copy_member(1, RunDir(path))
                 run = train(cfg, path, data_root=data_root, device=device)
                 first = first or path
                 report = evaluate(run, soups=soups, data_root=data_root, device=device)
@@ -83,8 +84,3 @@ def sweep(
                 bar.update(1)
     return SweepResult(base.method, tuple(lr_ratios), tuple(epoch_ratios), acc, soup, runs)
 
-
-def _copy_member_one(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for suffix in (".safetensors", ".test-probs.npy", ".json"):  # the record last
-        shutil.copyfile(src / f"member-1{suffix}", dst / f"member-1{suffix}")

@@ -1,4 +1,4 @@
-"""Pre-training and fine-tuning (design.md, "Training").
+"""Pre-training and fine-tuning (docs/architecture.md).
 
 Fine-tuning trains all layers after replacing the pre-trained head by a fresh, seeded head, with
 cross-entropy, SGD with momentum 0.9 and the per-epoch cosine schedule. Both functions return a
@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from ensembles.recipe import Recipe, Stepper
 from ensembles.schedules import cosine_lr
 from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
-from landscape.assets.datasets import ArrayDataset, as_tensors, dataset_info, load_dataset
+from landscape.assets.datasets import dataset_info, load_dataset
+from landscape.assets.resident import ArrayDataset, as_tensors
 from landscape.errors import UserError
 from landscape.assets.models import create_model, reset_head
 from landscape.progress import progress
@@ -183,8 +184,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             lrs.append(lr)
-            loss = train_epoch(model, opt, _batches(train_set, config.batch_size, gen, device),
-                               stepper)
+            batches = shuffled_batches(train_set, config.batch_size, gen, device)
+            loss = train_epoch(model, opt, batches, stepper)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}")
             bar.update(1)
     return FitResult(model.eval(), tuple(lrs), loss)
@@ -204,8 +205,9 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, batches,
     return total / max(n, 1)
 
 
-def _batches(dataset: Dataset, batch_size: int, gen: torch.Generator, device) -> Iterator:
-    """Shuffled mini-batches; resident tensors are indexed directly (no DataLoader cost)."""
+def shuffled_batches(dataset: Dataset, batch_size: int, gen: torch.Generator, device) -> Iterator:
+    """One epoch of shuffled mini-batches drawn with ``gen``, on ``device``; resident tensors
+    are indexed directly (no DataLoader cost)."""
     if isinstance(dataset, ArrayDataset):
         perm = torch.randperm(len(dataset), generator=gen)
         x, y = dataset.inputs.to(device), dataset.labels.to(device)

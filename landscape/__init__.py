@@ -14,12 +14,14 @@ Example:
 
 from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
 from landscape.assets.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
-from landscape.assets.datasets import dataset_info, dataset_names, load_dataset
+from landscape.assets.datasets import dataset_info, dataset_names, load_dataset, register_dataset
 from landscape.device import resolve_device
 from landscape.errors import UserError
-from landscape.assets.models import create_model, model_names
-from landscape.surfaces.paths import PairReport, PathConfig, interpolate, make_pairs, path_report
+from landscape.assets.models import create_model, model_names, register_model
+from landscape.surfaces.basins import PairReport, path_report
+from landscape.surfaces.paths import PathConfig, interpolate, make_pairs
 from landscape.surfaces.planes import PlaneConfig, plane
+from landscape.grid.settings import GridSettings
 from landscape.results import PathSet, PointInfo, Surface
 from landscape.grid.store import read_paths, read_surface
 
@@ -38,6 +40,7 @@ __all__ = [
     "read_paths",
     "same_basin",
     "Checkpoint",
+    "GridSettings",
     "CheckpointMeta",
     "PlaneConfig",
     "PointInfo",
@@ -51,6 +54,8 @@ __all__ = [
     "model_names",
     "plane",
     "read_surface",
+    "register_dataset",
+    "register_model",
     "resolve_device",
     "save_checkpoint",
 ]

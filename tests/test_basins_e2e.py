@@ -7,7 +7,8 @@ import pytest
 
 from ensembles import TrainConfig, finetune, pretrain
 from landscape import load_checkpoint, save_checkpoint
-from landscape.surfaces.paths import PathConfig, interpolate, path_report
+from landscape.surfaces.basins import path_report
+from landscape.surfaces.paths import PathConfig, interpolate
 
 
 @pytest.mark.slow

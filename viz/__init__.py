@@ -10,14 +10,9 @@ Example:
 
 from viz.ensembles import plot_size_curves, plot_sweep_heatmap
 from viz.paths import plot_barrier_matrix, plot_paths
-from viz.plane import (
-    log_levels,
-    plane_figure,
-    plot_plane,
-    plot_surface_3d,
-    save_figure,
-    write_html,
-)
+from viz.plane import plot_plane, plot_surface_3d, save_figure
+from viz.plane_html import plane_figure, write_html
+from viz.views import log_levels
 
 __all__ = [
     "log_levels",

@@ -1,97 +1,24 @@
-"""Renderers for 2-D loss surfaces: the paper's static panels and an interactive page.
+"""The StarSSE paper's static plane panels (matplotlib) and a static 3-D view of a plane.
 
 Pure functions: a :class:`landscape.results.Surface` in, a figure out. Nothing here touches
 pyplot's global state (figures are built from :class:`matplotlib.figure.Figure` directly), and
-nothing is written to disk except by :func:`save_figure` and :func:`write_html`.
-
-Colour scales are logarithmic, as in the StarSSE paper's plane plots (Sadrtdinov et al. 2023,
-following Garipov et al. 2018): loss and error span orders of magnitude between the basin floor
-and the plane's corners, and a linear scale would paint everything but the corners one colour.
+nothing is written to disk except by :func:`save_figure`. Colour scales are logarithmic (see
+:mod:`viz.views`); the interactive page is :mod:`viz.plane_html`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.results import Surface
+from viz.views import View, axis_labels, describe, equal_aspect, log_levels
 
-# Smallest colour-scale floor, relative to the largest finite value: keeps log levels defined
-# when a metric reaches zero (a 0 % error, a loss that underflows).
-_RELATIVE_FLOOR = 1e-6
-_ABSOLUTE_FLOOR = 1e-12
-
-# Axis titles by plane mode (landscape's geometry: three-point planes are in weight-space units,
-# random planes in units of the filter-normalised directions).
-_AXIS_LABELS: dict[str, tuple[str, str]] = {
-    "three_point": ("x (weight-space distance along u)", "y (weight-space distance along v)"),
-    "random": ("direction 1", "direction 2"),
-}
-_GENERIC_AXIS_LABELS = ("x", "y")
-
-_METRIC_TITLES = {"loss": "loss", "error": "error (%)"}
-
-
-@dataclass(frozen=True)
-class _View:
-    """One metric of one split: what a panel (or an interactive view) shows."""
-
-    split: str
-    metric: str  # "loss" or "error"
-
-    @property
-    def title(self) -> str:
-        return f"{self.split} {_METRIC_TITLES[self.metric]}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.split} {self.metric}"
-
-    def values(self, surface: Surface) -> np.ndarray:
-        """The (G, G) values, NaN wherever the surface is not done."""
-        z = surface.loss(self.split) if self.metric == "loss" else surface.error(self.split)
-        z = np.asarray(z, dtype=np.float64)
-        return np.where(np.asarray(surface.done, dtype=bool), z, np.nan)
-
-
-# ----------------------------------------------------------------------------- colour scale
-
-
-def log_levels(z: np.ndarray, n: int) -> np.ndarray:
-    """``n`` log-spaced, strictly increasing contour levels spanning the finite values of ``z``.
-
-    NaN and ±inf are ignored; values <= 0 are raised to a small floor (1e-6 of the largest
-    finite value) so the scale stays logarithmic; a constant (or empty) array still gets a
-    decade-wide range around its value.
-
-    Args:
-        z: values of any shape.
-        n: number of levels, at least 2.
-
-    Returns:
-        (n,) array, ``levels[k+1] / levels[k]`` constant.
-
-    Example:
-        >>> log_levels(np.array([0.1, 1.0, np.nan, np.inf]), 3)
-        array([0.1       , 0.31622777, 1.        ])
-    """
-    if n < 2:
-        raise ValueError(f"need at least 2 contour levels, got levels={n}")
-    finite = z[np.isfinite(z)]
-    hi = float(finite.max()) if finite.size else 1.0
-    floor = max(abs(hi) * _RELATIVE_FLOOR, _ABSOLUTE_FLOOR)
-    positive = finite[finite > 0]
-    lo = max(float(positive.min()), floor) if positive.size else floor
-    hi = max(hi, lo)
-    if hi <= lo * (1 + 1e-9):  # constant: centre one decade on the value
-        lo, hi = lo / np.sqrt(10.0), lo * np.sqrt(10.0)
-    return np.geomspace(lo, hi, n)
+# ----------------------------------------------------------------------------- matplotlib
 
 
 def _clip_to_levels(z: np.ndarray, levels: np.ndarray) -> np.ma.MaskedArray:
@@ -99,52 +26,19 @@ def _clip_to_levels(z: np.ndarray, levels: np.ndarray) -> np.ma.MaskedArray:
     return np.ma.masked_invalid(np.clip(z, levels[0], levels[-1]))
 
 
-# ----------------------------------------------------------------------------- labels
-
-
-def _axis_labels(surface: Surface) -> tuple[str, str]:
-    mode = surface.config.get("identity", {}).get("mode")
-    if mode is None:
-        return _GENERIC_AXIS_LABELS
-    if mode not in _AXIS_LABELS:
-        raise ValueError(f"unknown plane mode {mode!r} in surface.config['identity']; "
-                         f"expected one of {sorted(_AXIS_LABELS)}")
-    return _AXIS_LABELS[mode]
-
-
-def _describe(surface: Surface) -> str:
-    """A one-line title from the surface's identity: dataset, BN policy and plane mode."""
-    identity = surface.config.get("identity", {})
-    parts = [identity.get("dataset"),
-             f"BN {identity['bn']}" if identity.get("bn") else None,
-             (identity.get("mode") or "").replace("_", "-") or None]
-    return ", ".join(p for p in parts if p)
-
-
-def _equal_aspect(surface: Surface) -> bool:
-    """Three-point planes are in one unit on both axes; keep it unless the plane is a sliver."""
-    if surface.config.get("identity", {}).get("mode") != "three_point":
-        return False
-    spans = np.ptp(surface.x), np.ptp(surface.y)
-    return min(spans) > 0 and max(spans) / min(spans) <= 3.0
-
-
-# ----------------------------------------------------------------------------- matplotlib
-
-
-def _panels(surface: Surface, train_split: str, test_split: str) -> list[_View]:
+def _panels(surface: Surface, train_split: str, test_split: str) -> list[View]:
     """The paper's pair (train loss, test error), or loss and error of whatever splits exist."""
     if not surface.splits:
         raise ValueError("the surface has no metrics to plot (surface.metrics is empty)")
     views = []
     if train_split in surface.metrics:
-        views.append(_View(train_split, "loss"))
+        views.append(View(train_split, "loss"))
     if test_split in surface.metrics:
-        views.append(_View(test_split, "error"))
-    return views or [_View(s, m) for s in surface.splits for m in ("loss", "error")]
+        views.append(View(test_split, "error"))
+    return views or [View(s, m) for s in surface.splits for m in ("loss", "error")]
 
 
-def _draw_panel(fig: Figure, ax: Axes, surface: Surface, view: _View, levels: int) -> None:
+def _draw_panel(fig: Figure, ax: Axes, surface: Surface, view: View, levels: int) -> None:
     z = view.values(surface)
     ax.set_title(view.title)
     ax.set_label(view.title)
@@ -174,7 +68,7 @@ def _colorbar(fig: Figure, ax: Axes, mappable, levels: np.ndarray, label: str) -
 def _figsize(surface: Surface, n_panels: int) -> tuple[float, float]:
     """Width per panel fixed; height follows the plane's shape when the aspect is equal."""
     width, height = 5.4, 4.6
-    if _equal_aspect(surface):  # ~3.5 in of plot width beside the colorbar and labels
+    if equal_aspect(surface):  # ~3.5 in of plot width beside the colorbar and labels
         height = float(np.clip(3.5 * np.ptp(surface.y) / np.ptp(surface.x) + 1.1, 3.0, 8.0))
     return width * n_panels, height
 
@@ -216,16 +110,16 @@ def plot_plane(surface: Surface, *, train_split: str = "train", test_split: str 
         >>> save_figure(fig, "plane.png")
     """
     views = _panels(surface, train_split, test_split)
-    xlabel, ylabel = _axis_labels(surface)
+    xlabel, ylabel = axis_labels(surface)
     fig = Figure(figsize=_figsize(surface, len(views)), layout="constrained")
     for ax, view in zip(fig.subplots(1, len(views), squeeze=False)[0], views):
         _draw_panel(fig, ax, surface, view, levels)
         _mark_points(ax, surface)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if _equal_aspect(surface):
+        if equal_aspect(surface):
             ax.set_aspect("equal", adjustable="box")
-    if title := _describe(surface):
+    if title := describe(surface):
         fig.suptitle(title)
     return fig
 
@@ -242,109 +136,13 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- plotly
-
-
-def _format_values(z: np.ndarray) -> np.ndarray:
-    """Hover strings with the real values (inf stays visible; plotly's JSON would null it)."""
-    return np.vectorize(lambda v: "not computed" if np.isnan(v) else f"{v:.4g}",
-                        otypes=[object])(z)
-
-
-def _log_colorbar(levels: np.ndarray, title: str) -> dict:
-    """A colorbar for log10-coloured values whose tick labels show the real values."""
-    ticks = np.geomspace(levels[0], levels[-1], 6)
-    return dict(title=dict(text=title), tickvals=np.log10(ticks).tolist(),
-                ticktext=[f"{t:.3g}" for t in ticks])
-
-
-def _contour_trace(surface: Surface, view: _View, *, levels: int, visible: bool) -> go.Contour:
-    z = view.values(surface)
-    lv = log_levels(z, levels)
-    logz = np.log10(np.clip(z, lv[0], lv[-1]))  # NaN stays NaN: a gap in the plot
-    lo, hi = np.log10(lv[0]), np.log10(lv[-1])
-    return go.Contour(
-        x=surface.x, y=surface.y, z=logz, name=view.name, visible=visible,
-        zmin=lo, zmax=hi, colorscale="Viridis", colorbar=_log_colorbar(lv, view.title),
-        contours=dict(coloring="heatmap", start=lo, end=hi, size=(hi - lo) / (levels - 1),
-                      showlines=True),
-        line=dict(width=0.5, color="rgba(0,0,0,0.4)"),
-        text=_format_values(z),
-        hovertemplate=f"x=%{{x:.3g}}<br>y=%{{y:.3g}}<br>{view.title}=%{{text}}<extra></extra>",
-    )
-
-
-def _points_trace(surface: Surface) -> go.Scatter:
-    names = list(surface.points)
-    pts = [surface.points[n] for n in names]
-    return go.Scatter(
-        x=[p.x for p in pts], y=[p.y for p in pts], text=names, name="checkpoints",
-        mode="markers+text", textposition="top right", showlegend=False,
-        textfont=dict(size=14, color="black"),
-        marker=dict(size=10, color="white", line=dict(width=2, color="black")),
-        customdata=[p.residual for p in pts],
-        hovertemplate="%{text}<br>x=%{x:.3g}<br>y=%{y:.3g}"
-                      "<br>off-plane residual=%{customdata:.3g}<extra></extra>",
-    )
-
-
-def _view_buttons(views: list[_View], n_extra: int) -> list[dict]:
-    """One button per view: that view's contour visible, the others hidden, markers always on."""
-    return [dict(label=v.name, method="update",
-                 args=[{"visible": [k == i for k in range(len(views))] + [True] * n_extra}])
-            for i, v in enumerate(views)]
-
-
-def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
-    """An interactive plane: one contour per (split, loss | error) with a menu to switch.
-
-    Colours are log10 of the value (colorbar ticks show real values); hovering shows x, y and
-    the real value; the checkpoints are labelled markers visible in every view. The first view
-    (train loss when present) is shown initially.
-
-    Args:
-        surface: the plane to draw.
-        levels: number of contour levels (log-spaced), at least 2.
-
-    Returns:
-        A :class:`plotly.graph_objects.Figure`; write it with :func:`write_html`.
-
-    Raises:
-        ValueError: the surface has no metrics, or an unknown plane mode.
-    """
-    if not surface.splits:
-        raise ValueError("the surface has no metrics to plot (surface.metrics is empty)")
-    views = [_View(s, m) for s in surface.splits for m in ("loss", "error")]
-    xlabel, ylabel = _axis_labels(surface)
-    fig = go.Figure([_contour_trace(surface, v, levels=levels, visible=i == 0)
-                     for i, v in enumerate(views)] + [_points_trace(surface)])
-    yaxis = dict(title=ylabel, scaleanchor="x") if _equal_aspect(surface) else dict(title=ylabel)
-    fig.update_layout(
-        title=dict(text=f"Loss landscape: {_describe(surface) or 'plane'}", y=0.97),
-        margin=dict(t=120),
-        xaxis=dict(title=xlabel), yaxis=yaxis, template="plotly_white",
-        updatemenus=[dict(type="buttons", direction="right", x=0.0, xanchor="left",
-                          y=1.02, yanchor="bottom", buttons=_view_buttons(views, 1))],
-    )
-    return fig
-
-
-def write_html(fig: go.Figure, path: str | Path) -> Path:
-    """Write a self-contained page that works offline (plotly.js inlined, no CDN).
-
-    Returns:
-        The path written; its parent directory is created if needed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
-    return path
+# ----------------------------------------------------------------------------- 3-D
 
 
 def plot_surface_3d(surface: Surface, *, split: str = "train", metric: str = "loss") -> Figure:
     """A static 3-D view of one metric over the plane (height: log10 of the value), with the
     checkpoints marked at their height; the PNG companion of the report's 3-D figure."""
-    view = _View(split, metric)
+    view = View(split, metric)
     z = view.values(surface)
     lv = log_levels(z, 2)
     logz = np.log10(np.clip(z, lv[0], lv[-1]))
@@ -359,9 +157,9 @@ def plot_surface_3d(surface: Surface, *, split: str = "train", metric: str = "lo
         if np.isfinite(logz[j, i]):
             ax.scatter([p.x], [p.y], [logz[j, i]], color="white", edgecolor="black", s=30)
             ax.text(p.x, p.y, logz[j, i], f" {name}", fontsize=8)
-    xlabel, ylabel = _axis_labels(surface)
+    xlabel, ylabel = axis_labels(surface)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_zlabel(f"log10 {view.title}", fontsize=8)
-    ax.set_title(f"{view.title}: {_describe(surface)}")
+    ax.set_title(f"{view.title}: {describe(surface)}")
     return fig

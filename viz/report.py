@@ -20,7 +20,9 @@ from plotly.offline import get_plotlyjs
 from landscape.results import PathSet, Surface
 from viz.ensembles import plot_size_curves
 from viz.paths import plot_paths
-from viz.plane import _View, log_levels, plane_figure, plot_plane, plot_surface_3d
+from viz.plane import plot_plane, plot_surface_3d
+from viz.plane_html import plane_figure
+from viz.views import View, log_levels
 
 _SIZE_METRICS = (("accuracy", "Ensemble accuracy (%)"), ("soup_accuracy", "Soup accuracy (%)"),
                  ("ood_accuracy", "OOD ensemble accuracy (%)"),
@@ -86,7 +88,7 @@ def paths_figure(name: str, paths: PathSet) -> go.Figure:
 
 def surface_3d_figure(name: str, surface: Surface) -> go.Figure:
     """3-D surfaces of train loss and test error (log10 heights), with a switch."""
-    views = [_View(s, m) for s in surface.splits for m in ("loss", "error")]
+    views = [View(s, m) for s in surface.splits for m in ("loss", "error")]
     fig = go.Figure()
     for i, view in enumerate(views):
         z = view.values(surface)

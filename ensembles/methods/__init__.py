@@ -1,75 +1,47 @@
-"""The other local methods the StarSSE paper compares (its Section 5 / Appendix): FGE, cSGLD,
-SWAG, KFAC-Laplace and SPRO.
+"""The ensemble methods, found by name through one registry (``register_method``, ``get_method``).
 
-Each starts from the fine-tuned member 1 of its run (an ordinary Local DE fine-tune, or a given
-``--init`` checkpoint) and produces members 2..K: FGE's and cSGLD's snapshots along one
-trajectory, or SWAG's, KFAC-Laplace's and SPRO's samples (BN statistics recomputed). Every
-module holds its typed config (``<NAME>Config.of(run_config)`` validates it), the pure maths and
-``run(ctx)``; ``ensembles.run`` dispatches to them and owns the run-directory contract.
+Built in: ``local-de``, ``global-de``, ``sse`` and ``starsse`` (``finetunes``: the driver trains
+every member), and the other local methods the StarSSE paper compares (its Section 5 /
+Appendix): ``fge``, ``csgld``, ``swag``, ``kfac-laplace`` and ``spro``. Each of these starts
+from the fine-tuned member 1 of its run (an ordinary Local DE fine-tune, or a given ``--init``
+checkpoint) and produces members 2..K: FGE's and cSGLD's snapshots along one trajectory, or
+SWAG's, KFAC-Laplace's and SPRO's samples (BN statistics recomputed). Every module holds its
+options (``<NAME>Options``), its typed hyperparameters (``<NAME>Config.of(run_config)``
+validates them), the pure maths, ``run(ctx)`` and its registered method class;
+``ensembles.run`` drives them and ``ensembles.rundir`` owns the run-directory files.
+
+A method of your own is a subclass of ``EnsembleMethod`` registered with ``register_method``
+(see ``ensembles.methods.registry`` for an example).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+# the import order is the registration order: the order the names are listed in
+from ensembles.methods import finetunes  # noqa: F401  (registers local-de ... starsse)
+from ensembles.methods import fge, csgld, swag, laplace, spro  # noqa: F401  (register themselves)
+from ensembles.methods.common import Context, LocalMethod, LocalOptions, steps_per_epoch
+from ensembles.methods.csgld import CSGLDConfig, CSGLDOptions
+from ensembles.methods.fge import FGEConfig, FGEOptions
+from ensembles.methods.laplace import LaplaceConfig, LaplaceOptions
+from ensembles.methods.registry import (
+    EnsembleMethod,
+    MemberPlan,
+    NoOptions,
+    finetune_plan,
+    get_method,
+    method_names,
+    option_defaults,
+    option_owners,
+    register_method,
+)
+from ensembles.methods.spro import SPROConfig, SPROOptions
+from ensembles.methods.swag import SWAGConfig, SWAGOptions, SwagMoments
 
-from ensembles.methods import csgld, fge, laplace, spro, swag
-from ensembles.methods.common import Context, steps_per_epoch
-from ensembles.methods.csgld import CSGLDConfig
-from ensembles.methods.fge import FGEConfig
-from ensembles.methods.laplace import LaplaceConfig
-from ensembles.methods.spro import SPROConfig
-from ensembles.methods.swag import SWAGConfig, SwagMoments
-from landscape.errors import UserError
+METHODS = method_names()  # the built-in methods
+LOCAL_METHODS = tuple(n for n in METHODS if isinstance(get_method(n), LocalMethod))
 
-_MODULES: dict[str, ModuleType] = {"fge": fge, "csgld": csgld, "swag": swag,
-                                   "kfac-laplace": laplace, "spro": spro}
-_CONFIGS: dict[str, Callable[[Any], Any]] = {"fge": FGEConfig.of, "csgld": CSGLDConfig.of,
-                                             "swag": SWAGConfig.of, "kfac-laplace": LaplaceConfig.of,
-                                             "spro": SPROConfig.of}
-LOCAL_METHODS = tuple(_MODULES)
-
-# RunConfig fields that only some methods read: giving them to another method is a mistake.
-OWNED_FIELDS: dict[str, tuple[str, ...]] = {
-    "init": LOCAL_METHODS,
-    "fge_min_lr": ("fge", "swag"),
-    "csgld_temperature": ("csgld",),
-    "csgld_exploration": ("csgld",),
-    "swag_rank": ("swag",),
-    "swag_collect": ("swag",),
-    "swag_schedule": ("swag",),
-    "sample_scale": ("swag", "kfac-laplace"),
-    "laplace_prior_precision": ("kfac-laplace",),
-    "spro_vertices": ("spro",),
-    "spro_volume_reg": ("spro",),
-}
-
-
-def method_config(run_config: Any) -> Any:
-    """The typed, validated config of a local method (raises UserError on bad settings)."""
-    try:
-        return _CONFIGS[run_config.method](run_config)
-    except KeyError:
-        raise UserError(f"unknown local method {run_config.method!r}; expected one of "
-                        f"{', '.join(LOCAL_METHODS)}") from None
-
-
-def check_method(run_config: Any, train_set) -> None:
-    """Refuse, before member 1 is trained, settings that do not fit the train split (e.g. more
-    SWAG collections per epoch than batches)."""
-    check = getattr(_MODULES[run_config.method], "check", None)
-    if check is not None:
-        check(run_config, steps_per_epoch(train_set, run_config.batch_size))
-
-
-def run_method(ctx: Context) -> None:
-    """Produce members 2..K of ``ctx.config.method`` into the run directory."""
-    if ctx.config.method not in _MODULES:
-        raise UserError(f"unknown local method {ctx.config.method!r}; expected one of "
-                        f"{', '.join(LOCAL_METHODS)}")
-    _MODULES[ctx.config.method].run(ctx)
-
-
-__all__ = ["CSGLDConfig", "Context", "FGEConfig", "LOCAL_METHODS", "LaplaceConfig", "OWNED_FIELDS",
-           "SPROConfig", "SWAGConfig", "SwagMoments", "check_method", "method_config", "run_method"]
+__all__ = ["CSGLDConfig", "CSGLDOptions", "Context", "EnsembleMethod", "FGEConfig", "FGEOptions",
+           "LOCAL_METHODS", "LaplaceConfig", "LaplaceOptions", "LocalMethod", "LocalOptions",
+           "METHODS", "MemberPlan", "NoOptions", "SPROConfig", "SPROOptions", "SWAGConfig",
+           "SWAGOptions", "SwagMoments", "finetune_plan", "get_method", "method_names",
+           "option_defaults", "option_owners", "register_method", "steps_per_epoch"]

@@ -40,15 +40,31 @@ from torch import nn
 
 from ensembles.methods.common import (
     Context,
-    Segment,
-    load_model_state,
-    model_state,
+    LocalMethod,
+    LocalOptions,
     refuse_recipe,
     require_cycle,
-    run_trajectory,
     steps_per_epoch,
 )
+from ensembles.methods.registry import register_method
+from ensembles.methods.trajectory import Segment, load_model_state, model_state, run_trajectory
 from landscape.errors import UserError
+
+
+@dataclass(frozen=True)
+class CSGLDOptions(LocalOptions):
+    """cSGLD's own options: the temperature T (``--csgld-temperature``) and the SGD fraction
+    beta of every cycle (``--csgld-exploration``)."""
+
+    csgld_temperature: float = 1.0
+    csgld_exploration: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not self.csgld_temperature >= 0:
+            raise UserError(f"--csgld-temperature must be >= 0, got {self.csgld_temperature!r}")
+        if not 0 <= self.csgld_exploration < 1:
+            raise UserError(f"--csgld-exploration (beta) must be in [0, 1), got "
+                            f"{self.csgld_exploration!r}")
 
 
 @dataclass(frozen=True)
@@ -64,17 +80,14 @@ class CSGLDConfig:
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise UserError(f"csgld needs a positive --cycle-lr (alpha_0), got {self.lr!r}")
-        if not self.temperature >= 0:
-            raise UserError(f"--csgld-temperature must be >= 0, got {self.temperature!r}")
-        if not 0 <= self.exploration < 1:
-            raise UserError(f"--csgld-exploration (beta) must be in [0, 1), got {self.exploration!r}")
 
     @classmethod
     def of(cls, run) -> "CSGLDConfig":
         require_cycle(run, "csgld", "--cycle-epochs C (epochs per cycle) and --cycle-lr LR (the initial "
                       "step size alpha_0), e.g. --cycle-epochs 5 --cycle-lr 0.04")
         refuse_recipe(run, "csgld")
-        return cls(run.cycle_epochs, run.cycle_lr, run.csgld_temperature, run.csgld_exploration)
+        return cls(run.cycle_epochs, run.cycle_lr, run.options.csgld_temperature,
+                   run.options.csgld_exploration)
 
 
 def csgld_lr(k: int, cycle: int, alpha_0: float) -> float:
@@ -143,3 +156,16 @@ def run(ctx: Context) -> None:
                    lambda model: _CSGLDTrajectory(model, ctx.config, cfg, cycle, n_data),
                    lambda seg: {"cycle_iterations": cycle, "temperature": cfg.temperature,
                                 "exploration": cfg.exploration, "n_data": n_data})
+
+
+@register_method("csgld")
+class CSGLD(LocalMethod):
+    """One cyclical-SGLD sample per cycle from member 1."""
+
+    options = CSGLDOptions
+
+    def hyperparameters(self, config) -> CSGLDConfig:
+        return CSGLDConfig.of(config)
+
+    def make_members(self, ctx: Context) -> None:
+        run(ctx)

@@ -26,19 +26,31 @@ from torch import nn
 
 from ensembles.methods.common import (
     Context,
+    LocalMethod,
+    LocalOptions,
+    require_cycle,
+    steps_per_epoch,
+)
+from ensembles.methods.registry import register_method
+from ensembles.methods.trajectory import (
     Segment,
     load_model_state,
     load_optimizer_state,
     model_state,
     optimizer_state,
-    require_cycle,
     run_trajectory,
-    steps_per_epoch,
 )
 from ensembles.recipe import Recipe, Stepper
 from ensembles.training import TrainConfig, make_optimizer
 from landscape.assets.datasets import dataset_info
 from landscape.errors import UserError
+
+
+@dataclass(frozen=True)
+class FGEOptions(LocalOptions):
+    """FGE's own option: ``fge_min_lr`` (``--fge-min-lr``), alpha_2 (None: alpha_1 / 100)."""
+
+    fge_min_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class FGEConfig:
     def of(cls, run) -> "FGEConfig":
         require_cycle(run, "fge", "--cycle-epochs C (the cycle length in epochs) and --cycle-lr LR "
                       "(the peak learning rate alpha_1), e.g. --cycle-epochs 2 --cycle-lr 0.02")
-        return cls(run.cycle_epochs, run.cycle_lr, run.fge_min_lr)
+        return cls(run.cycle_epochs, run.cycle_lr, run.options.fge_min_lr)
 
 
 def fge_lr(i: int, cycle: int, alpha_1: float, alpha_2: float) -> float:
@@ -135,3 +147,19 @@ def run(ctx: Context) -> None:
                    lambda model: _FGETrajectory(model, ctx.config, cfg, cycle, ctx.device),
                    lambda seg: {"cycle_iterations": cycle, "snapshot_lr": fge_lr(
                        seg.first + seg.steps - 1, cycle, cfg.max_lr, cfg.alpha_2)})
+
+
+@register_method("fge")
+class FGE(LocalMethod):
+    """Snapshots at the minima of a triangular per-iteration learning rate from member 1."""
+
+    options = FGEOptions
+
+    def hyperparameters(self, config) -> FGEConfig:
+        return FGEConfig.of(config)
+
+    def check_steps(self, config, per_epoch: int) -> None:
+        check(config, per_epoch)
+
+    def make_members(self, ctx: Context) -> None:
+        run(ctx)

@@ -42,13 +42,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensembles.methods.common import BN_BATCH_SIZE, Context, load_state, save_state
+from ensembles.methods.common import (
+    BN_BATCH_SIZE,
+    Context,
+    LocalMethod,
+    LocalOptions,
+    load_state,
+    save_state,
+)
+from ensembles.methods.registry import register_method
 from landscape.engine.bn import recompute_bn_
 from landscape.errors import UserError
 from landscape.progress import progress
 
-STATE = "kfac-laplace-state.safetensors"
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class LaplaceOptions(LocalOptions):
+    """KFAC-Laplace's own options: the prior precision tau (``--laplace-prior-precision``;
+    None: N * wd) and the sample scale s (``--sample-scale``; None: 1)."""
+
+    laplace_prior_precision: float | None = None
+    sample_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        tau = self.laplace_prior_precision
+        if tau is not None and not tau > 0:
+            raise UserError(f"--laplace-prior-precision must be positive, got {tau!r}")
+        if self.sample_scale is not None and not self.sample_scale >= 0:
+            raise UserError(f"--sample-scale must be >= 0, got {self.sample_scale!r}")
 
 
 @dataclass(frozen=True)
@@ -58,15 +81,10 @@ class LaplaceConfig:
     prior_precision: float | None = None
     scale: float = 1.0
 
-    def __post_init__(self) -> None:
-        if self.prior_precision is not None and not self.prior_precision > 0:
-            raise UserError(f"--laplace-prior-precision must be positive, got {self.prior_precision!r}")
-        if not self.scale >= 0:
-            raise UserError(f"--sample-scale must be >= 0, got {self.scale!r}")
-
     @classmethod
     def of(cls, run) -> "LaplaceConfig":
-        return cls(run.laplace_prior_precision, 1.0 if run.sample_scale is None else run.sample_scale)
+        o = run.options
+        return cls(o.laplace_prior_precision, 1.0 if o.sample_scale is None else o.sample_scale)
 
 
 @dataclass(frozen=True)
@@ -231,7 +249,7 @@ def run(ctx: Context) -> None:
     if not tau > 0:
         raise UserError("kfac-laplace needs a positive prior precision: pass "
                         "--laplace-prior-precision TAU (the default N * wd is 0 with --wd 0)")
-    path = ctx.out / STATE
+    path = ctx.run_dir.state_path("kfac-laplace")
     found = load_state(path, member1=ctx.first.sha256, method="kfac-laplace")
     if found is None:
         factors = kfac_factors(ctx.first.model, bn_inputs, batch_size=ctx.config.batch_size,
@@ -248,4 +266,17 @@ def run(ctx: Context) -> None:
         recompute_bn_(model, bn_inputs, batch_size=BN_BATCH_SIZE)
         ctx.write(i, model, parent=ctx.first.sha256, epochs=0, lrs=[], lr=None,
                   extra={"sample": i - 1, "scale": cfg.scale, "prior_precision": tau,
-                         "n_data": n_data, "layers": [f.name for f in factors], "state": STATE})
+                         "n_data": n_data, "layers": [f.name for f in factors], "state": path.name})
+
+
+@register_method("kfac-laplace")
+class KFACLaplace(LocalMethod):
+    """Samples of a Kronecker-factored Laplace posterior around member 1."""
+
+    options = LaplaceOptions
+
+    def hyperparameters(self, config) -> LaplaceConfig:
+        return LaplaceConfig.of(config)
+
+    def make_members(self, ctx: Context) -> None:
+        run(ctx)

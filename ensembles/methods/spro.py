@@ -38,6 +38,8 @@ from torch.func import functional_call
 
 from ensembles.methods.common import (
     Context,
+    LocalMethod,
+    LocalOptions,
     batch_stream,
     load_state,
     refuse_recipe,
@@ -47,12 +49,27 @@ from ensembles.methods.common import (
     steps_per_epoch,
     weight_vector,
 )
+from ensembles.methods.registry import register_method
 from ensembles.schedules import cosine_lr
 from landscape.errors import UserError
 from landscape.engine.layout import ParamLayout
 from landscape.progress import progress
 
-STATE = "spro-state.safetensors"
+
+@dataclass(frozen=True)
+class SPROOptions(LocalOptions):
+    """SPRO's own options: the simplex's vertices, member 1 included (``--spro-vertices``), and
+    the volume regulariser lambda (``--spro-volume-reg``)."""
+
+    spro_vertices: int = 3
+    spro_volume_reg: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spro_vertices, int) or self.spro_vertices < 2:
+            raise UserError(f"--spro-vertices must be an integer >= 2 (member 1 and at least one "
+                            f"trained vertex), got {self.spro_vertices!r}")
+        if not self.spro_volume_reg >= 0:
+            raise UserError(f"--spro-volume-reg must be >= 0, got {self.spro_volume_reg!r}")
 
 
 @dataclass(frozen=True)
@@ -66,20 +83,16 @@ class SPROConfig:
     volume_reg: float = 0.01
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vertices, int) or self.vertices < 2:
-            raise UserError(f"--spro-vertices must be an integer >= 2 (member 1 and at least one "
-                            f"trained vertex), got {self.vertices!r}")
         if not self.lr > 0:
             raise UserError(f"spro needs a positive --cycle-lr, got {self.lr!r}")
-        if not self.volume_reg >= 0:
-            raise UserError(f"--spro-volume-reg must be >= 0, got {self.volume_reg!r}")
 
     @classmethod
     def of(cls, run) -> "SPROConfig":
         require_cycle(run, "spro", "--cycle-epochs F (epochs per new vertex) and --cycle-lr LR (their "
                       "learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
         refuse_recipe(run, "spro")
-        return cls(run.spro_vertices, run.cycle_epochs, run.cycle_lr, run.spro_volume_reg)
+        return cls(run.options.spro_vertices, run.cycle_epochs, run.cycle_lr,
+                   run.options.spro_volume_reg)
 
 
 def log_volume(vertices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -186,7 +199,7 @@ def _spro_loss(model: nn.Module, layout: ParamLayout, buffers: dict, vertices: l
 
 def fit_simplex(ctx: Context, cfg: SPROConfig) -> list[torch.Tensor]:
     """The simplex's vertices (vertex 0 = member 1), reusing the vertices already saved."""
-    path = ctx.out / STATE
+    path = ctx.run_dir.state_path("spro")
     found = load_state(path, member1=ctx.first.sha256, method="spro")
     vertices = [weight_vector(ctx.first.model).float().cpu()]  # the model may be on the GPU
     if found is not None:
@@ -214,4 +227,18 @@ def run(ctx: Context) -> None:
         model = sampled_model(ctx.first.model, point, bn_inputs)
         ctx.write(i, model, parent=ctx.first.sha256, epochs=cfg.epochs * (cfg.vertices - 1), lrs=[],
                   lr=cfg.lr, extra={"sample": i - 1, "barycentric": [float(a) for a in alpha],
-                                    "vertices": cfg.vertices, "volume": volume, "state": STATE})
+                                    "vertices": cfg.vertices, "volume": volume,
+                                    "state": ctx.run_dir.state_path("spro").name})
+
+
+@register_method("spro")
+class SPRO(LocalMethod):
+    """Uniform samples of a low-loss simplex grown around member 1."""
+
+    options = SPROOptions
+
+    def hyperparameters(self, config) -> SPROConfig:
+        return SPROConfig.of(config)
+
+    def make_members(self, ctx: Context) -> None:
+        run(ctx)

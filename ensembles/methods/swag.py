@@ -35,6 +35,8 @@ import torch
 
 from ensembles.methods.common import (
     Context,
+    LocalMethod,
+    LocalOptions,
     batch_stream,
     load_state,
     require_cycle,
@@ -43,6 +45,7 @@ from ensembles.methods.common import (
     steps_per_epoch,
     weight_vector,
 )
+from ensembles.methods.registry import register_method
 from ensembles.recipe import Recipe, Stepper
 from ensembles.training import TrainConfig, make_optimizer
 from landscape.assets.datasets import dataset_info
@@ -50,12 +53,35 @@ from landscape.errors import UserError
 from landscape.progress import progress
 
 SCHEDULES = ("constant", "cyclic")
-STATE = "swag-state.safetensors"
+
+
+@dataclass(frozen=True)
+class SWAGOptions(LocalOptions):
+    """SWAG's own options (the flags ``--swag-rank``, ``--swag-collect``, ``--swag-schedule``,
+    ``--sample-scale`` and, for the cyclic schedule, ``--fge-min-lr``; None: the default)."""
+
+    fge_min_lr: float | None = None
+    swag_rank: int = 20
+    swag_collect: int = 1
+    swag_schedule: str = "constant"
+    sample_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.swag_rank, int) or self.swag_rank < 1:
+            raise UserError(f"--swag-rank must be a positive integer, got {self.swag_rank!r}")
+        if not isinstance(self.swag_collect, int) or self.swag_collect < 1:
+            raise UserError(f"--swag-collect must be a positive integer, got {self.swag_collect!r}")
+        if self.swag_schedule not in SCHEDULES:
+            raise UserError(f"unknown --swag-schedule {self.swag_schedule!r}; expected one of "
+                            f"{', '.join(SCHEDULES)}")
+        if self.sample_scale is not None and not self.sample_scale >= 0:
+            raise UserError(f"--sample-scale must be >= 0, got {self.sample_scale!r}")
 
 
 @dataclass(frozen=True)
 class SWAGConfig:
-    """SWAG's hyperparameters (see the module docstring)."""
+    """SWAG's hyperparameters (see the module docstring; ``SWAGOptions`` checks the values of
+    ``rank``, ``collect_per_epoch``, ``schedule`` and ``scale``)."""
 
     epochs: int
     lr: float
@@ -68,15 +94,6 @@ class SWAGConfig:
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise UserError(f"swag needs a positive --cycle-lr (the SWA learning rate), got {self.lr!r}")
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise UserError(f"--swag-rank must be a positive integer, got {self.rank!r}")
-        if not isinstance(self.collect_per_epoch, int) or self.collect_per_epoch < 1:
-            raise UserError(f"--swag-collect must be a positive integer, got {self.collect_per_epoch!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown --swag-schedule {self.schedule!r}; expected one of "
-                            f"{', '.join(SCHEDULES)}")
-        if not self.scale >= 0:
-            raise UserError(f"--sample-scale must be >= 0, got {self.scale!r}")
         if self.epochs * self.collect_per_epoch < 2:  # one collected model has no spread to sample
             raise UserError(f"swag collects {self.epochs * self.collect_per_epoch} weight vector over "
                             f"--cycle-epochs {self.epochs} with --swag-collect {self.collect_per_epoch}; "
@@ -86,9 +103,10 @@ class SWAGConfig:
     def of(cls, run) -> "SWAGConfig":
         require_cycle(run, "swag", "--cycle-epochs S (epochs of collection) and --cycle-lr LR (the SWA "
                       "learning rate), e.g. --cycle-epochs 5 --cycle-lr 0.02")
-        scale = 0.5 if run.sample_scale is None else run.sample_scale
-        return cls(run.cycle_epochs, run.cycle_lr, run.swag_rank, run.swag_collect,
-                   run.swag_schedule, run.fge_min_lr, scale)
+        o = run.options
+        scale = 0.5 if o.sample_scale is None else o.sample_scale
+        return cls(run.cycle_epochs, run.cycle_lr, o.swag_rank, o.swag_collect, o.swag_schedule,
+                   o.fge_min_lr, scale)
 
 
 class SwagMoments:
@@ -198,7 +216,7 @@ def run(ctx: Context) -> None:
     pending = ctx.pending()
     if not pending:
         return
-    path = ctx.out / STATE
+    path = ctx.run_dir.state_path("swag")
     found = load_state(path, member1=ctx.first.sha256, method="swag")
     if found is None:
         moments = collect(ctx, cfg)
@@ -212,4 +230,20 @@ def run(ctx: Context) -> None:
         model = sampled_model(ctx.first.model, moments.sample(cfg.scale, generator=gen), bn_inputs)
         ctx.write(i, model, parent=ctx.first.sha256, epochs=cfg.epochs, lrs=[], lr=cfg.lr,
                   extra={"sample": i - 1, "scale": cfg.scale, "collected": moments.count,
-                         "rank": len(moments.deviations), "state": STATE})
+                         "rank": len(moments.deviations), "state": path.name})
+
+
+@register_method("swag")
+class SWAG(LocalMethod):
+    """Samples of the SWA Gaussian fitted along an SGD run from member 1."""
+
+    options = SWAGOptions
+
+    def hyperparameters(self, config) -> SWAGConfig:
+        return SWAGConfig.of(config)
+
+    def check_steps(self, config, per_epoch: int) -> None:
+        check(config, per_epoch)
+
+    def make_members(self, ctx: Context) -> None:
+        run(ctx)

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape.errors import UserError
 from landscape.assets.models import create_model
+from landscape.atomic import atomic_path
+from landscape.errors import UserError
 
 METADATA_KEY = "landscape"
 PT_SUFFIXES = (".pt", ".pth", ".bin")
@@ -119,11 +120,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: CheckpointM
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UserError(f"checkpoints are written as .safetensors, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: meta.to_json()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: meta.to_json()})
     return file_sha256(path)
 
 
@@ -224,4 +223,8 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
                 f"{path.name}: tensor {k} has shape {tuple(state[k].shape)}, the architecture "
                 f"expects {tuple(v.shape)}; check --arch / --num-classes"
             )
+        # another float width (fp16, bf16, fp64) is cast on load; integers for floats are not data
+        if state[k].is_floating_point() != v.is_floating_point():
+            raise UserError(f"{path.name}: tensor {k} is {state[k].dtype}, the architecture expects "
+                            f"{v.dtype}; the file is damaged or not a checkpoint of this model")
     model.load_state_dict(state, strict=True)

@@ -1,20 +1,84 @@
-"""Model registry: built-in small models with BatchNorm, and any timm model as ``timm:<name>``.
+"""Model registry: built-in small models with BatchNorm, any timm model as ``timm:<name>``, and yours.
 
 Every model follows timm's head contract: ``get_classifier()`` returns the head and
-``reset_classifier(num_classes)`` replaces it with a freshly initialised one.
+``reset_classifier(num_classes)`` replaces it with a freshly initialised one (needed to
+fine-tune; evaluating a landscape needs only an ``nn.Module``). Names resolve through one
+registry, filled with ``register_model`` in the style of timm: the built-ins below are
+registered exactly as a user registers their own.
+
+Example: a model of your own, usable by name everywhere (``--arch my_mlp``; the name is
+recorded in its checkpoints, so they load again once the registering module is imported):
+
+    >>> from torch import nn
+    >>> from landscape import register_model, create_model
+    >>> @register_model
+    ... def my_mlp(num_classes: int = 10, width: int = 64) -> nn.Module:
+    ...     return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, num_classes))
+    >>> create_model("my_mlp", 3, width=32)(torch.randn(5, 8)).shape
+    torch.Size([5, 3])
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from landscape.assets.registry import Registry
 from landscape.errors import UserError
 
 TIMM_PREFIX = "timm:"
+
+# factory(num_classes=..., **arch_kwargs) -> nn.Module
+ModelFactory = Callable[..., nn.Module]
+_MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def register_model(
+    name: str | ModelFactory | None = None,
+    factory: ModelFactory | None = None,
+    *,
+    overwrite: bool = False,
+) -> Any:
+    """Register a model factory; usable as ``@register_model``, ``@register_model("name")`` or
+    ``register_model("name", factory)``, as in timm.
+
+    The factory is called as ``factory(num_classes=N, **arch_kwargs)`` and returns an
+    ``nn.Module`` with random weights (weights come from checkpoints, never downloads); give it
+    ``get_classifier()`` and ``reset_classifier(num_classes)`` to fine-tune it with a new head.
+
+    Args:
+        name: the registry name (default: the factory's ``__name__``); no ``:`` in it
+            (``timm:<name>`` names timm's models).
+        factory: the factory; omit it to use ``register_model`` as a decorator.
+        overwrite: replace a model already registered under ``name``.
+
+    Returns:
+        ``factory`` (unchanged), or, without one, a decorator that registers and returns it.
+
+    Raises:
+        ValueError: a malformed or taken name.
+        TypeError: a factory that is not callable.
+
+    Example:
+        >>> _ = register_model("wide_cnn", functools.partial(Mnist1dCNN, width=64))
+        >>> create_model("wide_cnn", 10).num_features
+        256
+    """
+    if callable(name) and factory is None:  # @register_model
+        return register_model(None, name, overwrite=overwrite)
+    if factory is None:  # @register_model("name") or @register_model()
+        return functools.partial(register_model, name, overwrite=overwrite)
+    if not callable(factory):
+        raise TypeError(f"a model factory must be callable, got {factory!r}")
+    name = factory.__name__ if name is None else name
+    if isinstance(name, str) and ":" in name:
+        raise ValueError(f"a model name cannot hold ':' (timm:<name> names timm's models), got {name!r}")
+    _MODELS.register(name, factory, overwrite=overwrite)
+    return factory
 
 
 class Mnist1dCNN(nn.Module):
@@ -109,41 +173,59 @@ class CifarResNet(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
 
-_BUILTIN: dict[str, Callable[..., nn.Module]] = {
-    "mnist1d_cnn": Mnist1dCNN,
-    "resnet20": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=20, **kw),
-    "resnet32": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=32, **kw),
-    "resnet56": lambda num_classes=10, **kw: CifarResNet(num_classes, depth=56, **kw),
-}
+register_model("mnist1d_cnn", Mnist1dCNN)
+
+
+@register_model
+def resnet20(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    """ResNet-20 for 32 px images."""
+    return CifarResNet(num_classes, depth=20, **kwargs)
+
+
+@register_model
+def resnet32(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    """ResNet-32 for 32 px images."""
+    return CifarResNet(num_classes, depth=32, **kwargs)
+
+
+@register_model
+def resnet56(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
+    """ResNet-56 for 32 px images."""
+    return CifarResNet(num_classes, depth=56, **kwargs)
 
 
 def model_names() -> list[str]:
-    """The built-in architecture names (any timm model is also accepted as ``timm:<name>``)."""
-    return sorted(_BUILTIN)
+    """The registered architecture names, sorted (any timm model is also accepted as ``timm:<name>``)."""
+    return _MODELS.names()
 
 
 def create_model(arch: str, num_classes: int, **arch_kwargs: Any) -> nn.Module:
     """Build an architecture from the registry with random weights (never downloads weights).
 
     Args:
-        arch: a built-in name (``mnist1d_cnn``, ``resnet20``, ...) or ``timm:<timm model name>``.
+        arch: a registered name (``mnist1d_cnn``, ``resnet20``, ..., see ``model_names()``) or
+            ``timm:<timm model name>``.
         num_classes: size of the classification head.
         **arch_kwargs: forwarded to the constructor (e.g. ``width=64``).
 
+    Returns:
+        The model, in train mode, on the CPU.
+
     Raises:
-        UserError: unknown architecture or bad keyword arguments.
+        UserError: unknown architecture (the message lists the valid names) or bad keyword
+            arguments.
+
+    Example:
+        >>> create_model("resnet20", 100, width=32).get_classifier().out_features
+        100
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if arch.startswith(TIMM_PREFIX):
-        return _create_timm(arch[len(TIMM_PREFIX):], num_classes, arch_kwargs)
-    if arch not in _BUILTIN:
-        raise UserError(
-            f"unknown model {arch!r}; expected one of {', '.join(model_names())} "
-            "or timm:<name> (e.g. timm:resnet18)"
-        )
+    factory, timm_name = _MODELS.resolve(arch)
+    if timm_name is not None:
+        return factory(timm_name, num_classes, arch_kwargs)
     try:
-        return _BUILTIN[arch](num_classes=num_classes, **arch_kwargs)
+        return factory(num_classes=num_classes, **arch_kwargs)
     except TypeError as exc:
         raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {exc}") from None
 
@@ -158,6 +240,9 @@ def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn
             f"unknown timm model {name!r}.{hint} List names with timm.list_models('*pattern*')."
         )
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **arch_kwargs)
+
+
+_MODELS.register(TIMM_PREFIX, _create_timm, usage="timm:<name> (e.g. timm:resnet18)")
 
 
 def reset_head(model: nn.Module, num_classes: int, *, seed: int) -> None:

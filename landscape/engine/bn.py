@@ -1,4 +1,4 @@
-"""BatchNorm policies for points that are not trained checkpoints (design.md, "BatchNorm policy").
+"""BatchNorm policies for points that are not trained checkpoints (docs/architecture.md, "BatchNorm policy").
 
 - ``recompute``: reset the running statistics and average them cumulatively over the train split,
   in batches of a fixed size and order, with only the BatchNorm layers in train mode.
@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -77,3 +77,17 @@ def recompute_bn_(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 1
             m.momentum = momentum
             m.train(training)
         model.train(was_training)
+
+
+def bn_buffer_names(model: nn.Module) -> list[str]:
+    """The names of the BN buffers of ``model``'s state dict (running mean, variance, count)."""
+    return [f"{n}.{b}" if n else b for n, _ in bn_modules(model)
+            for b in ("running_mean", "running_var", "num_batches_tracked")]
+
+
+def combine_buffers(states: Sequence[dict[str, torch.Tensor]], coefficients: Sequence[float],
+                    names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The ``interpolate`` policy: each floating-point buffer as the affine combination of the
+    checkpoints' buffers with the point's coefficients (in float64); counts are the first's."""
+    return {n: (sum(c * s[n].double() for c, s in zip(coefficients, states)).float()
+                if states[0][n].is_floating_point() else states[0][n]) for n in names}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from pathlib import Path
 
 from landscape.errors import UserError
@@ -25,15 +26,10 @@ class WriterLock:
 
     def acquire(self) -> "WriterLock":
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                self._refuse_or_clear_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-            self.held = True
-            return self
+            if self._create():
+                self.held = True
+                return self
+            self._refuse_or_clear_stale()
         raise UserError(f"could not take the lock {self.path}; remove it if no process is writing")
 
     def release(self) -> None:
@@ -46,6 +42,32 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def _create(self) -> bool:
+        """Create the lock file whole, naming this process, or return False if it exists.
+
+        The record is written to a temporary file first and hard-linked into place, which is
+        atomic and fails if the lock exists: another process never reads an empty lock (which it
+        would take for one left behind). Where the file system has no hard links, the lock file
+        is created exclusively and then written."""
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(owner)
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network and FAT file systems)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _refuse_or_clear_stale(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Barriers along linear paths and the basin label (design.md, "Barriers and basins").
+"""Barriers along linear paths and the basin label (docs/architecture.md, "Barriers and basins").
 
 For values f(a) along a path with endpoints f(0) and f(1):
 

@@ -15,9 +15,10 @@ from conftest import make_model, meta
 from scipy import stats
 from torch import nn
 
-from ensembles.methods import common, csgld, fge, laplace, spro, swag
+from ensembles.methods import common, csgld, fge, laplace, spro, swag, trajectory
 from ensembles.methods.common import weight_vector
 from ensembles.run import RunConfig, read_run, train
+from ensembles.rundir import RunDir
 from landscape import UserError, load_checkpoint, save_checkpoint
 from landscape.grid.distributed import Group
 from landscape.engine.layout import ParamLayout
@@ -49,7 +50,7 @@ def test_fge_learning_rate_is_the_papers_triangle():
 
 
 def test_fge_snapshots_fall_at_the_minima_and_resume_bit_identically(pre, tmp_path, monkeypatch):
-    cfg = RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.05, fge_min_lr=0.001, **TINY)
+    cfg = RunConfig.from_flat("fge", (pre,), cycle_epochs=1, cycle_lr=0.05, fge_min_lr=0.001, **TINY)
     full = train(cfg, tmp_path / "full")
     lrs = [lr for m in full.members[1:] for lr in m["lrs"]]
     assert lrs == pytest.approx([fge.fge_lr(i, STEPS, 0.05, 0.001) for i in range(1, len(lrs) + 1)])
@@ -69,12 +70,12 @@ def test_fge_snapshots_fall_at_the_minima_and_resume_bit_identically(pre, tmp_pa
             raise KeyboardInterrupt
         real_save(path, tensors, doc)
 
-    monkeypatch.setattr(common, "save_state", dies_at_member_3)
+    monkeypatch.setattr(trajectory, "save_state", dies_at_member_3)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "part")
     assert len(read_run(tmp_path / "part").members) == 2
     assert (tmp_path / "part" / "fge-state-2.safetensors").exists()  # momentum kept for the rerun
-    monkeypatch.setattr(common, "save_state", real_save)
+    monkeypatch.setattr(trajectory, "save_state", real_save)
     resumed = train(cfg, tmp_path / "part")
     assert [m["sha256"] for m in resumed.members] == [m["sha256"] for m in full.members]
 
@@ -182,9 +183,9 @@ def test_swag_collects_exactly_c_times_per_epoch():
 
 
 def test_swag_run_reuses_its_saved_moments(pre, tmp_path, monkeypatch):
-    cfg = RunConfig("swag", (pre,), cycle_epochs=5, cycle_lr=0.02, swag_collect=3, swag_rank=3, **TINY)
+    cfg = RunConfig.from_flat("swag", (pre,), cycle_epochs=5, cycle_lr=0.02, swag_collect=3, swag_rank=3, **TINY)
     run = train(cfg, tmp_path / "r")
-    state = tmp_path / "r" / swag.STATE
+    state = RunDir(tmp_path / "r").state_path("swag")
     assert state.exists()
     first = load_checkpoint(run.checkpoint_path(1)).model
     second = load_checkpoint(run.checkpoint_path(2)).model
@@ -196,7 +197,7 @@ def test_swag_run_reuses_its_saved_moments(pre, tmp_path, monkeypatch):
     again = train(cfg, tmp_path / "r")
     assert again.members[2]["sha256"] == run.members[2]["sha256"]
 
-    too_many = RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, swag_collect=STEPS + 1, **TINY)
+    too_many = RunConfig.from_flat("swag", (pre,), cycle_epochs=1, cycle_lr=0.02, swag_collect=STEPS + 1, **TINY)
     with pytest.raises(UserError, match="exceeds the 16 batches"):  # refused before member 1
         train(too_many, tmp_path / "many")
     assert not (tmp_path / "many" / "member-1.safetensors").exists()
@@ -314,9 +315,9 @@ def test_kfac_laplace_samples_have_the_kronecker_covariance():
 
 
 def test_spro_simplex_has_volume_and_samples_lie_inside(pre, tmp_path):
-    cfg = RunConfig("spro", (pre,), cycle_epochs=1, cycle_lr=0.02, spro_vertices=3, **TINY)
+    cfg = RunConfig.from_flat("spro", (pre,), cycle_epochs=1, cycle_lr=0.02, spro_vertices=3, **TINY)
     run = train(cfg, tmp_path / "r")
-    tensors, doc = common.load_state(tmp_path / "r" / spro.STATE)
+    tensors, doc = common.load_state(RunDir(tmp_path / "r").state_path("spro"))
     assert doc["vertices"] == 3
     vertices = [tensors[f"vertex-{j}"] for j in range(3)]
     first = load_checkpoint(run.checkpoint_path(1)).model
@@ -383,8 +384,8 @@ def test_init_checkpoint_becomes_member_one_and_bad_settings_are_refused(pre, tm
     ft = tmp_path / "ft.safetensors"
     sha_pre = load_checkpoint(pre).sha256
     save_checkpoint(make_model(1), ft, meta(method="finetune", epochs=4, parent=sha_pre))
-    cfg = RunConfig("kfac-laplace", (), init=str(ft), laplace_prior_precision=200.0,
-                    **{**TINY, "members": 2})
+    cfg = RunConfig.from_flat("kfac-laplace", (), init=str(ft), laplace_prior_precision=200.0,
+                              **{**TINY, "members": 2})
     run = train(cfg, tmp_path / "r")
     m1 = load_checkpoint(run.checkpoint_path(1))
     for k, v in load_checkpoint(ft).model.state_dict().items():
@@ -396,29 +397,29 @@ def test_init_checkpoint_becomes_member_one_and_bad_settings_are_refused(pre, tm
     assert read_run(tmp_path / "r").config.init == str(ft.resolve())
 
     with pytest.raises(UserError, match="spro needs --cycle-epochs"):
-        RunConfig("spro", (pre,), **TINY)
+        RunConfig.from_flat("spro", (pre,), **TINY)
     with pytest.raises(UserError, match="--swag-rank applies to --method swag"):
-        RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_rank=5, **TINY)
+        RunConfig.from_flat("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_rank=5, **TINY)
     with pytest.raises(UserError, match="--init applies"):
-        RunConfig("sse", (pre,), cycle_epochs=1, cycle_lr=0.1, init=str(ft), **TINY)
+        RunConfig.from_flat("sse", (pre,), cycle_epochs=1, cycle_lr=0.1, init=str(ft), **TINY)
     with pytest.raises(UserError, match="--pretrained CHECKPOINT \\(or --init"):
-        RunConfig("swag", (), cycle_epochs=1, cycle_lr=0.1, **TINY)
+        RunConfig.from_flat("swag", (), cycle_epochs=1, cycle_lr=0.1, **TINY)
     with pytest.raises(UserError, match="unknown --swag-schedule"):
-        RunConfig("swag", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_schedule="step", **TINY)
+        RunConfig.from_flat("swag", (pre,), cycle_epochs=1, cycle_lr=0.1, swag_schedule="step", **TINY)
     with pytest.raises(UserError, match="unknown method"):
-        RunConfig("laplace", (pre,), **TINY)
+        RunConfig.from_flat("laplace", (pre,), **TINY)
     with pytest.raises(UserError, match="csgld does not apply --optimizer, --amp"):
-        RunConfig("csgld", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", amp=True, **TINY)
+        RunConfig.from_flat("csgld", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", amp=True, **TINY)
     with pytest.raises(UserError, match="spro does not apply --label-smoothing, --mixup, --cutmix, "
                                         "--grad-clip"):
-        RunConfig("spro", (pre,), cycle_epochs=1, cycle_lr=0.1, label_smoothing=0.1, mixup=0.2,
-                  cutmix=1.0, grad_clip=5.0, **TINY)
-    RunConfig("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", label_smoothing=0.1,
-              grad_clip=5.0, **TINY)  # FGE's (and SWAG's) steps apply the recipe
+        RunConfig.from_flat("spro", (pre,), cycle_epochs=1, cycle_lr=0.1, label_smoothing=0.1, mixup=0.2,
+                            cutmix=1.0, grad_clip=5.0, **TINY)
+    RunConfig.from_flat("fge", (pre,), cycle_epochs=1, cycle_lr=0.1, optimizer="adamw", label_smoothing=0.1,
+                        grad_clip=5.0, **TINY)  # FGE's (and SWAG's) steps apply the recipe
 
 
 def test_local_methods_refuse_more_than_one_process(pre, tmp_path):
-    cfg = RunConfig("swag", (pre,), cycle_epochs=2, cycle_lr=0.02, **TINY)
+    cfg = RunConfig.from_flat("swag", (pre,), cycle_epochs=2, cycle_lr=0.02, **TINY)
     group = Group(1, 2, lambda: pytest.fail("waited in a barrier"))
     with pytest.raises(UserError, match="swag trains on one process.*without torchrun"):
         train(cfg, tmp_path / "r", group=group)

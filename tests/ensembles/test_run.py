@@ -133,6 +133,7 @@ def test_other_configuration_is_refused(pre, tmp_path):
         RunConfig("sse", (pre,), **BASE)
 
 
+@pytest.mark.slow  # torchrun with two processes: about 9 s
 def test_torchrun_with_two_processes_gives_the_same_members(pre, tmp_path):
     import os
     import subprocess

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from cli.main import main
 from landscape import create_model, read_paths, read_surface
-from landscape.assets.datasets import ImageDecode
+from landscape.assets.resident import ImageDecode
 from landscape.engine.evaluator import EvalData, GridEvaluator
 from landscape.engine.layout import ParamLayout
 from landscape.engine.numerics import numerics
@@ -55,7 +55,7 @@ def test_fp32_on_the_gpu_gives_the_naive_cpu_loops_numbers():
     assert ev.folded_layers > 0  # the fold check passes on the GPU (IEEE float32)
     cudnn_default = torch.backends.cudnn.allow_tf32
     for path in ("loop", "vmap"):
-        got = ev.evaluate(w, path=path).metrics
+        got = ev.evaluate(w, strategy=path).metrics
         for i in range(len(w)):
             ref = _naive(model, splits, w[i], "cpu")
             for split in splits:
@@ -70,9 +70,9 @@ def test_fp32_on_the_gpu_gives_the_naive_cpu_loops_numbers():
 @pytest.mark.parametrize(("precision", "atol"), [("tf32", 1e-2), ("bf16", 5e-2)])
 def test_tf32_and_bf16_are_close_to_fp32(precision, atol):
     model, layout, splits, w = _case(width=16, px=32)
-    fp32 = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    fp32 = _evaluator(model, layout, splits).evaluate(w, strategy="loop").metrics
     for path in ("loop", "vmap"):
-        got = _evaluator(model, layout, splits, precision=precision).evaluate(w, path=path).metrics
+        got = _evaluator(model, layout, splits, precision=precision).evaluate(w, strategy=path).metrics
         diff = np.abs(got["test"]["loss"] - fp32["test"]["loss"]).max()
         print(f"{precision} {path}: max |dloss| = {diff:.2e}")
         assert diff < atol
@@ -80,9 +80,9 @@ def test_tf32_and_bf16_are_close_to_fp32(precision, atol):
 
 def test_channels_last_on_the_gpu_changes_nothing_but_speed():
     model, layout, splits, w = _case()
-    ref = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    ref = _evaluator(model, layout, splits).evaluate(w, strategy="loop").metrics
     for path in ("loop", "vmap"):
-        got = _evaluator(model, layout, splits, channels_last=True).evaluate(w, path=path).metrics
+        got = _evaluator(model, layout, splits, channels_last=True).evaluate(w, strategy=path).metrics
         np.testing.assert_allclose(got["test"]["loss"], ref["test"]["loss"], atol=1e-5, rtol=0)
 
 
@@ -95,7 +95,7 @@ def test_uint8_images_decode_on_the_gpu_bit_for_bit_as_on_the_cpu():
 @pytest.mark.parametrize("path", ["loop", "vmap"])
 def test_a_real_cuda_out_of_memory_backs_off_with_the_same_numbers(path):
     model, layout, splits, w = _case(width=16, n_train=256, n_test=4096, px=32)
-    ref = _evaluator(model, layout, splits, batch_size=128).evaluate(w, path=path).metrics
+    ref = _evaluator(model, layout, splits, batch_size=128).evaluate(w, strategy=path).metrics
     ev = _evaluator(model, layout, splits, batch_size=4096)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -103,7 +103,7 @@ def test_a_real_cuda_out_of_memory_backs_off_with_the_same_numbers(path):
     cap = torch.cuda.memory_allocated() + 400 * 2**20  # 400 MiB beyond what is held now
     torch.cuda.set_per_process_memory_fraction(cap / total)
     try:
-        got = ev.evaluate(w, path=path).metrics
+        got = ev.evaluate(w, strategy=path).metrics
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
@@ -136,18 +136,18 @@ def test_the_loop_paths_bn_pass_never_waits_for_the_gpu():
     batch; the engine's BN pass must queue its work without one synchronisation."""
     model, layout, splits, w = _case()
     ev = _evaluator(model, layout, splits)
-    ev._load(w[0], None)
+    ev.loop.replicas[0].load(ev.core.layout, w[0], None, ev.core.device)
     with numerics("fp32", CUDA):
-        ev._loop_bn_stats_(None)  # the first pass captures the CUDA graph
-    assert ev._replicas[0].graph, ev.graph_note
+        ev.loop.bn.run_(ev.loop.replicas[0], None)  # the first pass captures the CUDA graph
+    assert ev.loop.replicas[0].graph, ev.graph_note
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         with numerics("fp32", CUDA):
-            ev._loop_bn_stats_(None)
+            ev.loop.bn.run_(ev.loop.replicas[0], None)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    layer = ev._bn_layers[0][1]
+    layer = ev.loop.replicas[0].bn_layers[0][1]
     assert int(layer.num_batches_tracked) == len(splits["train"][1]) // 32
 
 
@@ -164,8 +164,8 @@ def test_the_cuda_graph_bn_pass_gives_the_eager_numbers(decode):
     for graphs in (False, True):
         ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=32, batch_size=64,
                            cuda_graphs=graphs)
-        results[graphs] = ev.evaluate(w, path="loop").metrics
-        assert bool(ev._replicas[0].graph) is graphs, ev.graph_note
+        results[graphs] = ev.evaluate(w, strategy="loop").metrics
+        assert bool(ev.loop.replicas[0].graph) is graphs, ev.graph_note
     for split in splits:
         np.testing.assert_allclose(results[True][split]["loss"], results[False][split]["loss"], atol=1e-6, rtol=0)
 
@@ -176,14 +176,14 @@ def test_points_on_several_cuda_streams_give_one_point_at_a_times_numbers():
     pick other kernels in other threads). The tuner times 2, 4 and 8 streams."""
     model, layout, splits, w = _case(n_train=300)
     w = w.repeat(3, 1)  # 9 points: uneven shares
-    alone = _evaluator(model, layout, splits, workers=1).evaluate(w, path="loop").metrics
+    alone = _evaluator(model, layout, splits, workers=1).evaluate(w, strategy="loop").metrics
     ev = _evaluator(model, layout, splits, workers=4)
-    got = ev.evaluate(w, path="loop").metrics
-    assert len(ev._replicas) == 4 and all(r.graph for r in ev._replicas), ev.graph_note
-    assert len({r.stream.cuda_stream for r in ev._replicas}) == 4
-    pool = ev._threads[0]  # cuDNN tunes per thread: the workers' threads live on
-    again = ev.evaluate(w, path="loop").metrics
-    assert ev._threads[0] is pool
+    got = ev.evaluate(w, strategy="loop").metrics
+    assert len(ev.loop.replicas) == 4 and all(r.graph for r in ev.loop.replicas), ev.graph_note
+    assert len({r.stream.cuda_stream for r in ev.loop.replicas}) == 4
+    pool = ev.loop.threads[0]  # cuDNN tunes per thread: the workers' threads live on
+    again = ev.evaluate(w, strategy="loop").metrics
+    assert ev.loop.threads[0] is pool
     np.testing.assert_allclose(again["test"]["loss"], got["test"]["loss"], atol=1e-5, rtol=0)
     for split in splits:
         np.testing.assert_allclose(got[split]["loss"], alone[split]["loss"], atol=1e-5, rtol=0)
@@ -194,7 +194,7 @@ def test_points_on_several_cuda_streams_give_one_point_at_a_times_numbers():
 def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
     """Data too large for the GPU stays in host memory and is copied batch by batch: the numbers
     of resident data, on both paths, with the BN pass's CUDA graphs and with streams."""
-    from landscape.assets.datasets import place
+    from landscape.assets.resident import place
 
     model, layout, splits, w = _case(n_train=300)
     assert place(splits, CUDA, where="host")[1] and not place(splits, CUDA)[1]  # --data-on host; fits
@@ -205,13 +205,13 @@ def test_data_left_in_host_memory_gives_the_resident_numbers(monkeypatch):
     data = EvalData(host, host["train"][0], device=CUDA)
     assert data.streamed
     for path, workers in (("loop", 1), ("loop", 3), ("vmap", 1)):
-        ref = _evaluator(model, layout, splits, workers=workers).evaluate(w, path=path).metrics
+        ref = _evaluator(model, layout, splits, workers=workers).evaluate(w, strategy=path).metrics
         ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=32, batch_size=64,
                            workers=workers)
-        got = ev.evaluate(w, path=path).metrics
+        got = ev.evaluate(w, strategy=path).metrics
         assert ev.data_placement.startswith("host memory") and ev.tuning_key()["data"] == "host memory"
         if path == "loop":
-            assert all(r.graph for r in ev._replicas), ev.graph_note
+            assert all(r.graph for r in ev.loop.replicas), ev.graph_note
         for split in splits:
             np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
 
@@ -220,12 +220,12 @@ def test_ghost_batches_on_the_gpu_give_one_batch_at_a_times_numbers():
     """4 fixed BN batches a forward, each normalised with its own statistics, replayed as CUDA
     graphs of that size, alone and on 3 streams: the numbers of one batch at a time."""
     model, layout, splits, w = _case(n_train=300)  # 9 fixed batches of 32 and 12 rows
-    ref = _evaluator(model, layout, splits).evaluate(w, path="loop").metrics
+    ref = _evaluator(model, layout, splits).evaluate(w, strategy="loop").metrics
     for workers in (1, 3):
         ev = _evaluator(model, layout, splits, workers=workers, bn_ghosts=4)
-        got = ev.evaluate(w, path="loop").metrics
+        got = ev.evaluate(w, strategy="loop").metrics
         assert ev.ghost_note == "4 fixed batches a forward"
-        assert all(r.graph and r.graph.x.shape[0] == 4 * 32 for r in ev._replicas), ev.graph_note
+        assert all(r.graph and r.graph.x.shape[0] == 4 * 32 for r in ev.loop.replicas), ev.graph_note
         for split in splits:
             np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
 
@@ -234,15 +234,15 @@ def test_the_tuner_on_the_gpu_times_ghost_batches_and_keeps_the_numbers():
     """The tuner times one fixed BN batch a forward against an evaluation batch of them (real
     timings, CUDA graphs of both sizes), and whatever it keeps gives the untuned numbers."""
     model, layout, splits, w = _case(n_train=300)
-    ref = _evaluator(model, layout, splits, bn_ghosts=1, workers=1).evaluate(w, path="loop").metrics
+    ref = _evaluator(model, layout, splits, bn_ghosts=1, workers=1).evaluate(w, strategy="loop").metrics
     ev = _evaluator(model, layout, splits, workers=2)
-    tuning = ev.tune(w, path="loop")
-    k = min(max(2, tuning.batch_size // 32), 300 // 32)
+    tuning = ev.tune(w, strategy="loop")
+    k = min(max(2, tuning.settings.batch_size // 32), 300 // 32)
     assert {"bn_ghosts=1", f"bn_ghosts={k}"} <= set(tuning.seconds_per_point), tuning
-    assert tuning.bn_ghosts == ev.ghosts_in_use in (1, k)
-    got = ev.evaluate(w, path="loop").metrics
-    rows = {r.graph.x.shape[0] for r in ev._replicas if r.graph}
-    assert rows == {tuning.bn_ghosts * 32}, (rows, ev.graph_note)  # graphs made again for the choice
+    assert tuning.settings.bn_ghosts == ev.ghosts_in_use in (1, k)
+    got = ev.evaluate(w, strategy="loop").metrics
+    rows = {r.graph.x.shape[0] for r in ev.loop.replicas if r.graph}
+    assert rows == {tuning.settings.bn_ghosts * 32}, (rows, ev.graph_note)  # graphs made again for the choice
     for split in splits:
         np.testing.assert_allclose(got[split]["loss"], ref[split]["loss"], atol=1e-5, rtol=0)
         np.testing.assert_allclose(got[split]["acc"], ref[split]["acc"], atol=1e-6, rtol=0)

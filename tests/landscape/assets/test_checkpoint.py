@@ -19,7 +19,7 @@ from landscape import (
     save_checkpoint,
 )
 from landscape.assets.checkpoint import file_sha256
-from landscape.surfaces.planes import check_compatible
+from landscape.grid.prepare import check_compatible
 
 
 def test_safetensors_round_trip(tmp_path):

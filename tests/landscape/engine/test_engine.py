@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from landscape import PlaneConfig, load_checkpoint, load_dataset, plane
 from landscape.engine.bn import recompute_bn_
-from landscape.assets.datasets import ArrayDataset, subset_indices
+from landscape.assets.resident import ArrayDataset, subset_indices
 from landscape.engine.evaluator import EvalData, GridEvaluator
 from landscape.engine.layout import ParamLayout
 from landscape.surfaces.geometry import three_point_basis
@@ -79,7 +79,7 @@ def test_recompute_matches_update_bn_and_ignores_engine_batching():
     w = layout.flatten(ours.state_dict()).repeat(2, 1)
     ev = GridEvaluator(ours, layout, EvalData({"test": (x[:10], torch.zeros(10).long())}, x),
                        bn_policy="recompute", bn_batch_size=128, batch_size=50)
-    stats = ev._vmap_bn_stats(layout.unflatten(w), None)
+    stats = ev.vmap.bn_stats(layout.unflatten(w), None)
     for name, value in stats.items():
         torch.testing.assert_close(value[1].to(model.state_dict()[name].dtype),
                                    model.state_dict()[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -144,12 +144,12 @@ def test_vmap_bn_statistics_follow_layers_not_call_order():
     w = layout.flatten(dict(model.named_parameters())).repeat(2, 1)
     ev = GridEvaluator(model, layout, EvalData({"test": (x, y)}, x), bn_policy="recompute",
                        bn_batch_size=64, batch_size=100)
-    loop, vm = (ev.evaluate(w, path=p).metrics["test"]["loss"] for p in ("loop", "vmap"))
+    loop, vm = (ev.evaluate(w, strategy=p).metrics["test"]["loss"] for p in ("loop", "vmap"))
     np.testing.assert_allclose(vm, loop, atol=1e-5, rtol=0)
     ref = _ReorderedBN()
     ref.load_state_dict(model.state_dict())
     update_bn(DataLoader(x, batch_size=64), ref)
-    stats = ev._vmap_bn_stats(layout.unflatten(w), None)
+    stats = ev.vmap.bn_stats(layout.unflatten(w), None)
     for name in ("bn_late.running_mean", "bn_late.running_var", "bn_early.running_var"):
         torch.testing.assert_close(stats[name][0], ref.state_dict()[name], rtol=1e-5, atol=1e-6)
     assert int(stats["bn_late.num_batches_tracked"][0]) == 10  # 5 batches, called twice each
@@ -169,11 +169,11 @@ def test_bn_statistics_summed_on_the_device_equal_bns_own_average(model_fn):
     buffers = {}
     for sums in (False, True):
         ev = GridEvaluator(model, layout, data, bn_policy="recompute", bn_batch_size=64, batch_size=100)
-        ev.device_sums = sums
-        ev._load(layout.flatten(dict(model.named_parameters())), None)
-        ev._loop_bn_stats_(None)  # 4 full batches and a short one
+        ev.loop.bn.device_sums = sums
+        ev.loop.replicas[0].load(ev.core.layout, layout.flatten(dict(model.named_parameters())), None, ev.core.device)
+        ev.loop.bn.run_(ev.loop.replicas[0], None)  # 4 full batches and a short one
         buffers[sums] = {k: v.clone() for k, v in ev.model.named_buffers()}
-        assert all(m.training is False and m.track_running_stats for _, m in ev._bn_layers)
+        assert all(m.training is False and m.track_running_stats for _, m in ev.loop.replicas[0].bn_layers)
     for name, value in buffers[False].items():
         torch.testing.assert_close(buffers[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
     if "bn_late.num_batches_tracked" in buffers[True]:

@@ -41,7 +41,7 @@ def test_channels_last_changes_nothing_but_the_memory_format():
         if cl:
             assert ev.data.splits["test"][0].is_contiguous(memory_format=torch.channels_last)
         for path in ("loop", "vmap"):
-            results[cl, path] = ev.evaluate(w, path=path).metrics["test"]
+            results[cl, path] = ev.evaluate(w, strategy=path).metrics["test"]
     for key, r in results.items():
         np.testing.assert_allclose(r["loss"], results[False, "loop"]["loss"], atol=1e-5, rtol=0, err_msg=key)
 

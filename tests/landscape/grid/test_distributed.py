@@ -23,6 +23,7 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
             str(nproc), "-m", "cli", *args]
 
 
+@pytest.mark.slow  # two torchrun jobs and two single-process CLI runs: about 16 s
 def test_two_processes_give_the_plane_and_paths_of_one(three_ckpts, tmp_path):
     common = ["--train-subset", "200", "--test-subset", "100", "--engine", "loop",
               "--group-size", "2", "--quiet"]
@@ -51,6 +52,7 @@ def test_two_processes_give_the_plane_and_paths_of_one(three_ckpts, tmp_path):
         (tmp_path / "i1" / "report.json").read_text()
 
 
+@pytest.mark.slow  # torchrun jobs killed and rerun: about 11 s
 def test_killed_job_resumes_without_losing_finished_points(three_ckpts, tmp_path):
     args = ["plane", *map(str, three_ckpts), "--grid", "6", "--train-subset", "300",
             "--test-subset", "200", "--engine", "loop", "--group-size", "1", "--no-plots"]

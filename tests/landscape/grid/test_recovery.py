@@ -12,7 +12,8 @@ import pytest
 from cli.main import main
 from landscape import PlaneConfig, UserError, plane, read_surface
 from landscape.grid import store as store_mod
-from landscape.grid.store import _append_journal, _read_journal, init_path, journal_path, recover
+from landscape.grid.journal import append_journal, read_journal
+from landscape.grid.store import init_path, journal_path, recover
 
 CFG = dict(grid=4, train_subset=200, test_subset=100, engine="loop", group_size=3)
 ARGS = ["--grid", "4", "--train-subset", "200", "--test-subset", "100", "--engine", "loop",
@@ -101,7 +102,7 @@ def test_recover_refuses_what_it_cannot_or_need_not_rebuild(full, tmp_path, caps
 @pytest.mark.parametrize("where", ["hdf5", "journal"])
 def test_full_disk_is_one_line_and_earlier_points_survive(three_ckpts, full, tmp_path, monkeypatch,
                                                           capsys, where):
-    target = "_write_arrays" if where == "hdf5" else "_append_journal"
+    target = "write_arrays" if where == "hdf5" else "append_journal"
     original, calls = getattr(store_mod, target), {"n": 0}
 
     def fills_up(*args):
@@ -128,12 +129,12 @@ def test_a_torn_journal_line_does_not_swallow_the_next_one(tmp_path):
     path = tmp_path / "x.h5"
     init_path(path).write_bytes(b"")  # journaling is on while .init exists
     records = [{"index": [[0, k]], "metrics": {"test": {"loss": [float(k)], "acc": [1.0]}}} for k in range(3)]
-    _append_journal(path, records[0])
+    append_journal(path, records[0])
     with open(journal_path(path), "ab") as fh:
         fh.write(b'{"index":[[9,9]],"metrics":{"te')  # killed mid-append, no newline
-    _append_journal(path, records[1])
-    _append_journal(path, records[2])
-    assert _read_journal(journal_path(path)) == records
+    append_journal(path, records[1])
+    append_journal(path, records[2])
+    assert read_journal(journal_path(path)) == records
 
 
 def test_recover_never_replaces_a_readable_unfinished_file(three_ckpts, tmp_path, monkeypatch):

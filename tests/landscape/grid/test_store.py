@@ -102,6 +102,7 @@ def _kill_after(proc: subprocess.Popen, points: int, total: int) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {seen[-300:]!r}"
 
 
+@pytest.mark.slow  # three CLI subprocesses, one killed: about 10 s
 def test_killed_cli_run_resumes_to_identical_arrays(three_ckpts, tmp_path):
     args = [sys.executable, "-m", "cli", "plane", *map(str, three_ckpts), "--grid", "7",
             "--train-subset", "300", "--test-subset", "200", "--engine", "loop",
@@ -139,12 +140,12 @@ def test_different_configuration_is_refused_unless_overwrite(three_ckpts, tmp_pa
 
 
 def test_overwrite_never_merges_parts_of_an_earlier_run(three_ckpts, tmp_path):
-    from landscape.grid.driver import _write_part
+    from landscape.grid.parts import write_part
 
     out = tmp_path / "p.h5"
     parts = tmp_path / "p.h5.parts"
     parts.mkdir()
-    _write_part(parts / "part-0.npz", [(0, 0), (9, 9)],  # a stale part, even off this grid
+    write_part(parts / "part-0.npz", [(0, 0), (9, 9)],  # a stale part, even off this grid
                 {"train": {"loss": np.ones(2), "acc": np.ones(2)},
                  "test": {"loss": np.ones(2), "acc": np.ones(2)}})
     s = plane(three_ckpts, out=out, config=PlaneConfig(**CFG), overwrite=True)

@@ -12,8 +12,10 @@ import torch
 from cli.main import main
 from landscape import UserError, load_checkpoint
 from landscape.surfaces.barriers import barrier, same_basin
-from landscape.assets.datasets import ArrayDataset, as_tensors, load_dataset, subset_indices
-from landscape.surfaces.paths import PathConfig, interpolate, make_pairs, path_report
+from landscape.assets.datasets import load_dataset
+from landscape.assets.resident import ArrayDataset, as_tensors, subset_indices
+from landscape.surfaces.basins import path_report
+from landscape.surfaces.paths import PathConfig, interpolate, make_pairs
 from landscape.surfaces.reference import naive_point
 from landscape.grid.store import read_paths
 

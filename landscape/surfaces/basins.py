@@ -1,0 +1,117 @@
+"""Barriers, basin labels and distances of the pairs of a paths file (docs/architecture.md, "Barriers and
+basins"): for each pair, the loss and accuracy barriers on train and test with the alpha where
+each peaks, the same-basin label from the test accuracy barrier, the L2 distance between the
+endpoints, and each endpoint's distance from its pre-trained checkpoint over the backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.models import head_parameter_names
+from landscape.engine.layout import ParamLayout
+from landscape.errors import UserError
+from landscape.results import PathSet
+from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
+
+
+@dataclass(frozen=True)
+class PairReport:
+    """Barriers, the basin label and distances of one pair (accuracies in percent, barriers of
+    accuracy in percentage points; NaN where a split was not evaluated or a distance unknown)."""
+
+    a: str
+    b: str
+    loss_barrier_train: float
+    loss_barrier_train_alpha: float
+    loss_barrier_test: float
+    loss_barrier_test_alpha: float
+    acc_barrier_train: float
+    acc_barrier_train_alpha: float
+    acc_barrier_test: float
+    acc_barrier_test_alpha: float
+    same_basin: bool
+    label: str
+    threshold: float
+    distance: float
+    a_from_pretrained: float
+    b_from_pretrained: float
+
+
+def path_report(
+    paths: PathSet,
+    checkpoints: Sequence[Checkpoint],
+    *,
+    threshold: float = DEFAULT_THRESHOLD_PP,
+    pretrained: Sequence[Checkpoint] = (),
+) -> list[PairReport]:
+    """Barriers on train and test, the label from the test accuracy barrier, the L2 distance
+    between the endpoints, and each endpoint's distance from its pre-trained checkpoint over the
+    backbone (parameters outside the classifier head whose shapes match), found through the
+    checkpoints' ``parent`` lineage among ``checkpoints`` and ``pretrained``.
+
+    Raises:
+        UserError: the test split was not evaluated (the label needs it).
+    """
+    if "test" not in paths.metrics:
+        raise UserError("the basin label needs the test split; evaluate with --splits train,test")
+    layout = ParamLayout.of(checkpoints[0].model)
+    vecs = [layout.flatten(c.model.state_dict()) for c in checkpoints]
+    from_pre = [_distance_from_pretrained(c, checkpoints, pretrained) for c in checkpoints]
+    out = []
+    for p, (i, j) in enumerate(paths.pairs):
+        b = {f"{kind}_{split}": barrier(paths.alpha, paths.curve(p, split, metric), kind=kind)
+             if split in paths.metrics else _NAN
+             for kind, metric in (("loss", "loss"), ("acc", "acc")) for split in ("train", "test")}
+        acc_test = b["acc_test"].height
+        local = same_basin(acc_test, threshold)
+        out.append(PairReport(
+            a=paths.names[i], b=paths.names[j],
+            loss_barrier_train=b["loss_train"].height, loss_barrier_train_alpha=b["loss_train"].alpha,
+            loss_barrier_test=b["loss_test"].height, loss_barrier_test_alpha=b["loss_test"].alpha,
+            acc_barrier_train=b["acc_train"].height, acc_barrier_train_alpha=b["acc_train"].alpha,
+            acc_barrier_test=acc_test, acc_barrier_test_alpha=b["acc_test"].alpha,
+            same_basin=local, label="same basin" if local else "different basin",
+            threshold=threshold, distance=float(torch.linalg.vector_norm(vecs[i] - vecs[j])),
+            a_from_pretrained=from_pre[i], b_from_pretrained=from_pre[j],
+        ))
+    return out
+
+
+_NAN = Barrier(float("nan"), float("nan"))  # a split that was not evaluated
+
+
+def _distance_from_pretrained(ckpt: Checkpoint, family: Sequence[Checkpoint],
+                              pretrained: Sequence[Checkpoint]) -> float:
+    root = _lineage_root(ckpt, family, pretrained)
+    if root is None:
+        return float("nan")
+    head = head_parameter_names(ckpt.model)
+    mine, theirs = dict(ckpt.model.named_parameters()), dict(root.model.named_parameters())
+    sq = 0.0
+    for name, p in mine.items():
+        q = theirs.get(name)
+        if name in head or q is None or q.shape != p.shape:
+            continue
+        sq += float(((p.detach().double() - q.detach().double()) ** 2).sum())
+    return float(np.sqrt(sq))
+
+
+def _lineage_root(ckpt, family, pretrained):
+    """Follow ``parent`` hashes through known checkpoints to a pre-trained one."""
+    by_sha = {c.sha256: c for c in (*family, *pretrained) if c.sha256}
+    pre_shas = {c.sha256 for c in pretrained}
+    seen, current = set(), ckpt
+    while current.meta.parent and current.meta.parent not in seen:
+        seen.add(current.meta.parent)
+        parent = by_sha.get(current.meta.parent)
+        if parent is None:
+            return None
+        if parent.sha256 in pre_shas or parent.meta.method == "pretrain" or not parent.meta.parent:
+            return parent
+        current = parent
+    return None
