@@ -77,9 +77,14 @@ def marking_the_bn_pass() -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__
-            setattr(exc, _MARK, True)
+        mark_bn_pass(exc)
         raise
+
+
+def mark_bn_pass(exc: BaseException) -> None:
+    """Mark ``exc`` as raised in a BN statistics pass."""
+    with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__
+        setattr(exc, _MARK, True)
 
 
 def in_bn_pass(exc: BaseException) -> bool:

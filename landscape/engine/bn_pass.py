@@ -42,7 +42,9 @@ class LoopBnPass:
         self.cuda_graphs = cuda_graphs
         self.checks: dict[int, tuple[bool, str]] = {}  # k -> (whether k hold, the note)
         self.dropped = ""  # why ghost batches stopped after running out of memory
-        self.graph_note = ""
+        self.refused = ""  # why the last count checked did not hold
+        self.graph_note = ""  # how the BN graphs of `graph_rows` rows went
+        self.graph_rows = 0
         self.has_layers = bool(replicas[0].bn_layers)
 
     # ------------------------------------------------------------------ ghost batches
@@ -55,15 +57,19 @@ class LoopBnPass:
 
     def note(self, k: int) -> str:
         """Why k ghost batches are used or not, for the record."""
-        if k == 1 and self.dropped:
-            return self.dropped
+        if k == 1 and (self.dropped or self.refused):
+            return self.dropped or self.refused
         if k in self.checks:
             return self.checks[k][1]
         return "not used: the GPU's BN pass only" if k > 1 and not self.device_sums else ""
 
     def drop(self, why: str) -> None:
-        """Ghost batches ran out of memory: the settings go back to one batch a forward."""
+        """Ghost batches ran out of memory: the settings go back to one batch a forward, and the
+        graphs captured for several batches go before the memory is released."""
         self.dropped = f"not used: {why}"
+        for replica in self.replicas:
+            replica.graph, replica.graph_rows = None, 0
+        self.graph_note, self.graph_rows = "", 0
 
     def check(self, k: int) -> None:
         """Once per k, before any BN graph is captured for it (only the GPU's BN pass gets
@@ -90,6 +96,8 @@ class LoopBnPass:
         self.checks[k] = (bool(agree), f"{k} fixed batches a forward" if agree else
                           "not used: out of memory while checked" if agree is None else
                           "not used: its BN statistics differ from one batch at a time")
+        if not agree:
+            self.refused = self.checks[k][1]
 
     def _ghosts_agree(self, k: int) -> bool:
         """Whether k fixed batches in one forward record what they record one at a time."""
@@ -209,6 +217,8 @@ class LoopBnPass:
             return None
         if replica.graph_rows != len(example):  # captured for another number of ghost batches
             replica.graph, replica.graph_rows = None, len(example)
+        if self.graph_rows != len(example):  # the note speaks of the graphs of this size
+            self.graph_note, self.graph_rows = "", len(example)
         if replica.graph is None:
             step, example = self._step(replica), self.core.data.move(example)  # the graph's input lives on the GPU
             try:

@@ -230,7 +230,9 @@ class GridEvaluator:
 
     @property
     def graph_note(self) -> str:
-        return self.loop.bn.graph_note
+        """How the BN graphs of the settings' size went ("" until they are captured)."""
+        bn = self.loop.bn
+        return bn.graph_note if bn.graph_rows == self.ghosts_in_use * self.core.bn_batch_size else ""
 
     @property
     def folded_layers(self) -> int:

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 import numpy as np
 import torch
 
-from landscape.engine.backoff import marking_the_bn_pass
+from landscape.engine.backoff import in_bn_pass, mark_bn_pass, marking_the_bn_pass
 from landscape.engine.bn_pass import LoopBnPass
 from landscape.engine.core import Core, OutOfTime, release_memory
 from landscape.engine.numerics import numerics
@@ -101,7 +101,10 @@ class LoopStrategy:
                 wait(futures)
             errors = [e for f in futures if (e := f.exception()) is not None]
             if errors:  # a real error before the tuner's time limit, which only stops the others
-                raise next((e for e in errors if not isinstance(e, OutOfTime)), errors[0])
+                error = next((e for e in errors if not isinstance(e, OutOfTime)), errors[0])
+                if any(in_bn_pass(e) for e in errors):  # for the back-off: any worker's BN pass
+                    mark_bn_pass(error)
+                raise error
 
     @contextlib.contextmanager
     def _pool(self, workers: int):

@@ -33,8 +33,10 @@ class Tuner:
     def __init__(self, evaluator: GridEvaluator, bar: Any = None) -> None:
         self.ev, self.bar = evaluator, bar
         self.trail = Trail(evaluator.settings)  # the last timed candidate's
-        self.max_group = evaluator.settings.max_group  # learnt from out-of-memory back-offs
-        self.backoffs: list[str] = []  # those of the candidates kept
+        self.asked = evaluator.settings  # the settings the last candidate ran with
+        self.max_group = evaluator.settings.max_group  # learnt from out-of-memory back-offs,
+        self.no_ghosts = False  # and from ghost batches that ran out of memory: every later
+        self.backoffs: list[str] = []  # candidate starts from them; the lines of those kept
 
     def tune(self, weights: torch.Tensor, buffers: Any, strategy: str, group_sizes: Sequence[int]) -> Tuning:
         """The strategy (unless given), then the evaluation batch size among a quarter, one and
@@ -43,12 +45,13 @@ class Tuner:
         if strategy == "auto":
             choice = self.choose_strategy(weights, buffers)
             settings, timings, note = choice.settings, dict(choice.seconds_per_point), choice.note
+            self.ev.loop.keep_replicas(settings.at_once(len(weights)))  # the other candidates' go
         else:
             settings, timings, note = self.ev.settings.but(strategy=strategy), {}, ""
         settings, notes = self._batch_size(weights, buffers, settings, timings)
         settings = settings.but(group_size=self._group_size(weights, buffers, settings, group_sizes, timings))
         loop = settings.strategy == "loop"
-        ghosts = self.ev.loop.bn.in_use(settings.bn_ghosts) if loop else 1
+        ghosts = self.ev.loop.bn.in_use(self._learnt(settings).bn_ghosts) if loop else 1
         settings = settings.but(workers=settings.workers if loop else 1, bn_ghosts=ghosts, max_group=self.max_group)
         return Tuning(settings, timings, "; ".join(filter(None, [note, *notes])), tuple(self.backoffs))
 
@@ -91,6 +94,7 @@ class Tuner:
         CUDA graphs). ``limit``: raise ``OutOfTime`` once the timed run has taken that many
         seconds, or the warm-up three times as long: a candidate that cannot win. What its
         out-of-memory back-offs changed is in ``self.trail``."""
+        settings = self.asked = self._learnt(settings)
         self.trail = trail = Trail(settings)
         clock = self.ev.core.clock
         n = settings.workers if settings.strategy == "loop" else 1
@@ -175,7 +179,7 @@ class Tuner:
             t = self.time(*probe, settings, samples=samples, limit=limit)
         except OutOfTime:
             why = f"stopped after {TUNING_LIMIT:g}x the fastest's time"
-        if self.trail.settings.workers < settings.workers:
+        if self.trail.settings.workers < self.asked.workers:
             why = "dropped: out of memory"
         return t, why
 
@@ -184,14 +188,22 @@ class Tuner:
         return t, why
 
     def _learn(self, why: str | None) -> None:
-        """Keep what the last candidate's back-offs learnt (a smaller group), if it is not out."""
+        """Keep what the last candidate's back-offs learnt (a smaller group, one fixed BN batch a
+        forward), if it is not out."""
         if why is not None:
             return
         learnt = self.trail.settings.max_group
         if learnt is not None:
             self.max_group = min(self.max_group or learnt, learnt)
+        if self.asked.bn_ghosts > 1 and self.trail.settings.bn_ghosts == 1:
+            self.no_ghosts = True
         self.backoffs += self.trail.backoffs
         self.trail = Trail(self.trail.settings)  # learnt once
+
+    def _learnt(self, settings: EngineSettings) -> EngineSettings:
+        """``settings`` with what earlier candidates learnt from running out of memory."""
+        group = min(filter(None, (settings.max_group, self.max_group)), default=None)
+        return settings.but(max_group=group, bn_ghosts=1 if self.no_ghosts else settings.bn_ghosts)
 
 
 def race(name: str, candidates: Sequence[int], points: int,

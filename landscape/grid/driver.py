@@ -213,6 +213,8 @@ def record_backoffs(store: GridStore | None, evaluator: GridEvaluator, seen: int
     if store is None or len(evaluator.backoffs) == seen:
         return seen
     record = EngineRecord.from_dict(store.config["runtime"].get("engine"))
+    if record is None:  # written by choose_settings before the first group: never absent
+        return seen
     record = record.after(evaluator.backoffs[seen:], evaluator.settings, evaluator.ghosts_in_use)
     store.set_runtime("engine", record.to_dict())
     return len(evaluator.backoffs)
