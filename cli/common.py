@@ -32,7 +32,8 @@ def add_data(p: argparse.ArgumentParser, default: str | None = None,
              unset: str = "the one recorded in the checkpoints") -> None:
     """--data (``unset`` says what None means), --data-root and --download."""
     p.add_argument("--data", default=default,
-                   help="dataset: mnist1d, mnist1d-source, cifar10, cifar100 or imagefolder:PATH"
+                   help="dataset: mnist1d, mnist1d-source, cifar10, cifar100, imagefolder:PATH, or your own "
+                   "splits from path/to/file.py:factory (returning landscape.Data or a dict of splits)"
                    + f" (default: {default or unset})")
     p.add_argument("--data-root", default=None,
                    help="folder holding the dataset files (CIFAR) or the MNIST-1D cache")
@@ -50,11 +51,18 @@ def fetch_data(args: argparse.Namespace, name: str | None) -> None:
 
 
 def add_arch_for_pt(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("plain .pt/.pth state dicts (no metadata)")
+    g = p.add_argument_group("checkpoints of other tools (.pt/.pth/.ckpt, no metadata)")
     g.add_argument("--arch", default=None, help="architecture, e.g. resnet20 or timm:resnet18")
     g.add_argument("--num-classes", type=int, default=None, help="size of the classifier head")
     g.add_argument("--arch-kwargs", type=json_dict, default=None,
                    help='JSON keyword arguments for the architecture, e.g. \'{"width": 32}\'')
+    g.add_argument("--state-dict-key", default=None, metavar="KEY",
+                   help="the entry holding the state dict, 'a/b' when nested (default: the top "
+                        "level, or the first of state_dict, model_state_dict, model_state, "
+                        "model, module, state_dict_ema that fits --arch)")
+    g.add_argument("--strip-prefix", default=None, metavar="PREFIX",
+                   help="remove PREFIX from the tensor names, e.g. 'net.' (default: module., "
+                        "model., _orig_mod. or none, whichever makes the names fit --arch)")
 
 
 def json_dict(text: str) -> dict[str, Any]:
@@ -95,9 +103,11 @@ def finite_float(text: str) -> float:
 
 
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for ``load_checkpoint`` from the --arch/--num-classes flags."""
+    """Keyword arguments for ``load_checkpoint`` from the flags of ``add_arch_for_pt``."""
     return {"arch": args.arch, "num_classes": args.num_classes, "arch_kwargs": args.arch_kwargs,
-            "dataset": getattr(args, "data", None)}
+            "dataset": getattr(args, "data", None),
+            "state_dict_key": getattr(args, "state_dict_key", None),
+            "strip_prefix": getattr(args, "strip_prefix", None)}
 
 
 def require(ok: bool, message: str) -> None:
@@ -128,3 +138,11 @@ def write_atomically(write: Callable[[Any, Path], Any], obj: Any, path: Path) ->
     with atomic_path(path) as tmp:
         write(obj, tmp)
     return path
+
+
+def warn(lines: list[str]) -> None:
+    """Print each line to stderr as a warning (the results are written all the same)."""
+    import sys
+
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(_format(rep.name, rep.method, rep.table()))
     write_csv(out / "ensemble.csv", records)
     write_json(out / "ensemble.json", {"runs": [_json(rep) for rep in reports], "ood": args.ood},
-               indent=2)
+               indent=2, strict=True)
     series = {rep.name: {k: [r[k] for r in rep.table() if k in r]
                          for k in ("accuracy", "soup_accuracy", "ood_accuracy",
                                    "ood_soup_accuracy")}

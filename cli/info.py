@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import add_arch_for_pt
+from cli.common import add_arch_for_pt, load_kwargs
 
 EXAMPLES = """examples:
   landscape info m1.safetensors
+  landscape info lightning_logs/version_0/checkpoints/epoch=9-step=90.ckpt
+  landscape info paper_run.pt --state-dict-key model_state --json
   landscape info runs/demo/planes/sse-semilocal/plane.h5
   landscape info runs/demo/planes/sse-semilocal/plane.h5 --json
   landscape info runs/demo/paths/sse-semilocal/paths.h5
@@ -19,7 +21,8 @@ EXAMPLES = """examples:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint or a surface file",
                        description=__doc__, epilog=EXAMPLES)
-    p.add_argument("file", help=".safetensors/.pt checkpoint or .h5 surface file")
+    p.add_argument("file", help="checkpoint (.safetensors, .pt, .pth, .bin, .ckpt: its tensors, "
+                   "and with metadata or --arch its model) or .h5 surface file")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     add_arch_for_pt(p)
     p.set_defaults(run=run)
@@ -35,21 +38,41 @@ def run(args: argparse.Namespace) -> int:
         doc = _paths_info(path) if _kind(path) == "paths" else _surface_info(path)
     else:
         doc = _checkpoint_info(args)
-    print(json.dumps(doc, indent=2, sort_keys=True) if args.json else _text(doc))
+    if args.json:  # standard JSON: NaN and inf as null
+        from landscape.atomic import finite_json
+
+        print(json.dumps(finite_json(doc), indent=2, sort_keys=True, allow_nan=False))
+    else:
+        print(_text(doc))
     return 0
 
 
 def _checkpoint_info(args: argparse.Namespace) -> dict:
+    """The tensors (name, shape, dtype, count) of the file's state dict; with metadata or --arch,
+    those of the model it loads into, with the metadata."""
     from dataclasses import asdict
 
     from landscape import load_checkpoint
+    from landscape.assets.checkpoint import file_sha256, read_state_dicts
+    from landscape.assets.state_dicts import strip
 
-    ckpt = load_checkpoint(args.file, arch=args.arch, num_classes=args.num_classes,
-                           arch_kwargs=args.arch_kwargs)
-    n_params = sum(p.numel() for p in ckpt.model.parameters())
-    return {"kind": "checkpoint", "path": str(ckpt.path), "sha256": ckpt.sha256,
-            "parameters": n_params, "tensors": len(ckpt.model.state_dict()),
-            "metadata": asdict(ckpt.meta)}
+    kwargs = load_kwargs(args)
+    found, meta = read_state_dicts(args.file, state_dict_key=kwargs["state_dict_key"])
+    doc = {"kind": "checkpoint", "path": str(args.file), "sha256": file_sha256(args.file)}
+    if meta is None and args.arch is None:
+        tensors = strip(found[0].tensors, args.strip_prefix or "")
+        doc["state_dict"] = found[0].where
+        if len(found) > 1:
+            doc["other_state_dicts"] = [f.where for f in found[1:]]
+    else:
+        ckpt = load_checkpoint(args.file, **kwargs)
+        tensors = ckpt.model.state_dict()
+        doc["parameters"] = sum(p.numel() for p in ckpt.model.parameters())
+        doc["metadata"] = asdict(ckpt.meta)
+    doc["values"] = sum(t.numel() for t in tensors.values())
+    doc["tensors"] = [{"name": k, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                       "count": t.numel()} for k, t in tensors.items()]
+    return doc
 
 
 def _surface_info(path: Path) -> dict:
@@ -98,7 +121,11 @@ def _paths_info(path: Path) -> dict:
 def _text(doc: dict, indent: int = 0) -> str:
     lines = []
     for key, value in doc.items():
-        if isinstance(value, dict) and value:
+        if key == "tensors" and isinstance(value, list):  # one line per tensor
+            lines.append(" " * indent + f"tensors: {len(value)}")
+            lines.extend(" " * (indent + 2) + f"{t['name']}  {tuple(t['shape'])}  {t['dtype']}  "
+                         f"{t['count']}" for t in value)
+        elif isinstance(value, dict) and value:
             lines.append(" " * indent + f"{key}:")
             lines.append(_text(value, indent + 2))
         else:

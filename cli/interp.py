@@ -16,7 +16,7 @@ import csv
 from dataclasses import asdict
 from pathlib import Path
 
-from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, write_atomically
+from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, warn, write_atomically
 from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
@@ -65,7 +65,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import load_checkpoint
-    from landscape.surfaces.basins import path_report
+    from landscape.surfaces.basins import chance_warnings, endpoint_accuracies, path_report
     from landscape.surfaces.paths import PathConfig, interpolate
 
     fetch_data(args, args.data)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     pretrained = [load_checkpoint(f, **{**load_kwargs(args), "num_classes": None, "arch": None})
                   if f.endswith(".safetensors") else load_checkpoint(f, **load_kwargs(args))
                   for f in pre_files]
-    out = Path(args.out) if args.out else Path("interp-" + "-".join(Path(f).stem for f in files[:3]))
+    out = Path(args.out) if args.out else default_out(files)
     with process_group(args.device) as (group, device):
         paths = interpolate(ckpts, out=out / "paths.h5", pairs=pairs, config=config,
                             data=args.data, data_root=args.data_root, device=device,
@@ -83,12 +83,21 @@ def run(args: argparse.Namespace) -> int:
     if not group.is_main:
         return 0
     report = path_report(paths, ckpts, threshold=args.threshold, pretrained=pretrained)
+    warn(chance_warnings(endpoint_accuracies(paths), ckpts[0].meta.num_classes))
     written = _write_reports(out, report, paths)
     if not args.no_plots:
         written += _plots(out, paths, report, "all" in pairs)
     print(_markdown(report))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def default_out(files: list[str]) -> Path:
+    """interp-<names of the first three checkpoints>, the names as the paths file has them
+    (``display_names``) with ``/`` as ``-``."""
+    from landscape.grid.identity import display_names
+
+    return Path("interp-" + "-".join(n.replace("/", "-") for n in display_names(files)[:3]))
 
 
 FIELDS = ("a", "b", "acc_barrier_test", "acc_barrier_test_alpha", "acc_barrier_train",
@@ -124,7 +133,7 @@ def _write_reports(out: Path, report, paths) -> list[Path]:
            "curves": {paths.pair_name(p): {s: {m: paths.curve(p, s, m).tolist()
                                                for m in ("loss", "acc")} for s in paths.splits}
                       for p in range(len(paths.pairs))}}
-    write_json(out / "report.json", doc, indent=2)
+    write_json(out / "report.json", doc, indent=2, strict=True)
     return [out / "paths.h5", out / "report.md", out / "report.csv", out / "report.json"]
 
 

@@ -6,6 +6,7 @@ or SIGTERM (rerun the same command to resume), 1 internal error.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -61,6 +62,32 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``landscape`` command; returns its exit code. Output into a pipe that closed
+    early (``landscape info FILE | head -1``) ends quietly with exit code 141, as a command
+    stopped by SIGPIPE does."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # the broken pipe shows here when the output was buffered
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout is gone: point stdout at devnull, so that Python's own flush at exit
+    does not fail again (the recipe of the Python docs, "Note on SIGPIPE"), and exit 128 + 13."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (tests capture it)
+        pass
+    return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -74,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except KeyboardInterrupt:
         return _interrupted(args.command)
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         if interrupt_requested():  # a native call (safetensors, h5py) turned Ctrl-C into another error
             return _interrupted(args.command)

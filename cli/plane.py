@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, write_atomically
+from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, warn, write_atomically
 from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
@@ -43,7 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def default_out(checkpoints: list[str], seed: int) -> Path:
-    names = [Path(c).stem for c in checkpoints[:3]]
+    """plane-<names of the first three checkpoints>[-random-s<seed>], the names as the plane's
+    points have them (``display_names``) with ``/`` as ``-`` (run1/model: run1-model)."""
+    from landscape.grid.identity import display_names
+
+    names = [n.replace("/", "-") for n in display_names(checkpoints)[:3]]
     suffix = f"-random-s{seed}" if len(checkpoints) == 1 else ""
     return Path("plane-" + "-".join(names) + suffix)
 
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         written += _plots(surface, out)
     print(_summary(surface, elapsed))
+    _warn_if_near_chance(surface, ckpts[0].meta.num_classes)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -90,6 +95,20 @@ def _summary(surface, elapsed: float) -> str:
                      "as such, colours clipped)")
     for split in surface.splits:
         loss, acc = surface.loss(split), surface.acc(split)
-        parts.append(f"{split}: loss {np.nanmin(loss):.4g}..{np.nanmax(loss):.4g}, "
-                     f"acc {np.nanmin(acc):.1f}..{np.nanmax(acc):.1f}%")
+        loss, acc = loss[np.isfinite(loss)], acc[np.isfinite(acc)]  # all diverged: nan, quietly
+        lo, hi = (loss.min(), loss.max()) if loss.size else (np.nan, np.nan)
+        parts.append(f"{split}: loss {lo:.4g}..{hi:.4g}, "
+                     + (f"acc {acc.min():.1f}..{acc.max():.1f}%" if acc.size else "acc nan"))
     return "; ".join(parts)
+
+
+def _warn_if_near_chance(surface, num_classes: int) -> None:
+    """The best accuracy anywhere on the plane near chance: the inputs probably do not match."""
+    import numpy as np
+
+    from landscape.surfaces.basins import chance_warnings
+
+    for split in surface.splits:
+        acc = surface.acc(split)
+        if np.isfinite(acc).any():
+            warn(chance_warnings({"the best point": float(np.nanmax(acc))}, num_classes, split))

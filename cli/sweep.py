@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print("  ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in rec.items()))
     write_csv(out / "sweep.csv", records)
-    write_json(out / "sweep.json", {"method": res.method, "cells": records}, indent=2)
+    write_json(out / "sweep.json", {"method": res.method, "cells": records}, indent=2, strict=True)
     fig = plot_sweep_heatmap(res.accuracy, res.lr_ratios, res.epoch_ratios,
                              title=f"{res.method}: ensemble accuracy (%), K={base.members}")
     save_figure(fig, out / "sweep.png")

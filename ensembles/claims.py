@@ -43,8 +43,11 @@ def _consecutive(pair_rows) -> list[Mapping[str, Any]]:
 def _drop_in_the_middle(tables, pairs):
     if not {"sse-local", "sse-semilocal"} <= set(pairs):
         return None
-    local = [p["acc_barrier_test"] for p in _consecutive(pairs["sse-local"])]
-    semi = [p["acc_barrier_test"] for p in _consecutive(pairs["sse-semilocal"])]
+    # report.json writes a NaN barrier as null
+    local = [np.nan if p["acc_barrier_test"] is None else p["acc_barrier_test"]
+             for p in _consecutive(pairs["sse-local"])]
+    semi = [np.nan if p["acc_barrier_test"] is None else p["acc_barrier_test"]
+            for p in _consecutive(pairs["sse-semilocal"])]
     local_same = sum(p["label"] == "same basin" for p in _consecutive(pairs["sse-local"]))
     semi_diff = sum(p["label"] == "different basin" for p in _consecutive(pairs["sse-semilocal"]))
     # a real drop: some semi-local pair crosses the basin threshold while every local pair

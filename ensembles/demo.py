@@ -87,7 +87,7 @@ def run_demo(
         plane(members, out=out / "planes" / name / "plane.h5", device=device,
               config=PlaneConfig(grid=config.grid, train_subset=config.plane_train_subset))
     write_json(out / "demo.json", {"config": asdict(config), "runs": list(RUNS),
-                                   "planes": list(PLANES)}, indent=2)
+                                   "planes": list(PLANES)}, indent=2, strict=True)
     return out
 
 
@@ -127,7 +127,7 @@ def _judge(out: Path, config: DemoConfig, device, log) -> None:
     reports = [evaluate(out / "runs" / name, soups=True, ood=config.ood, device=device)
                for name in RUNS]
     doc = {"ood": config.ood, "runs": [{**asdict(r), "table": r.table()} for r in reports]}
-    write_json(path, doc, indent=2)
+    write_json(path, doc, indent=2, strict=True)
 
 
 def _paths(out: Path, name: str, pretrained: str, config: DemoConfig, device) -> None:
@@ -138,4 +138,4 @@ def _paths(out: Path, name: str, pretrained: str, config: DemoConfig, device) ->
                      config=PathConfig(points=config.points))
     ckpts = [load_checkpoint(f) for f in files]
     report = path_report(ps, ckpts, pretrained=[load_checkpoint(pretrained)])
-    write_json(target / "report.json", {"pairs": [asdict(r) for r in report]}, indent=2)
+    write_json(target / "report.json", {"pairs": [asdict(r) for r in report]}, indent=2, strict=True)

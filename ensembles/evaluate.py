@@ -13,7 +13,7 @@ from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
 from ensembles.manifest import Run, read_run
 from ensembles.soup import uniform_soup
 from ensembles.training import predict_probs
-from landscape.assets.checkpoint import load_checkpoint
+from landscape.assets.modules import load_checkpoint
 from landscape.assets.datasets import load_dataset
 from landscape.assets.ood import ood_set
 from landscape.assets.resident import ArrayDataset, as_tensors

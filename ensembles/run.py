@@ -24,7 +24,8 @@ from ensembles.manifest import Run, check_manifest, collect, open_manifest, read
 from ensembles.methods import METHODS, Context, MemberPlan, get_method
 from ensembles.rundir import RunDir
 from ensembles.training import fit, predict_probs
-from landscape.assets.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint
+from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
+from landscape.assets.modules import allowing_archs, load_checkpoint
 from landscape.assets.datasets import dataset_info, load_dataset
 from landscape.assets.resident import as_tensors
 from landscape.assets.models import reset_head
@@ -74,7 +75,8 @@ def train(
         run_dir.path.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(run_dir.manifest_path).acquire()  # one run (or torchrun job) per folder
     try:
-        return _train(config, run_dir, data_root, device, overwrite, group)
+        with allowing_archs(config.pretrained_arch):  # named by the caller: its members load too
+            return _train(config, run_dir, data_root, device, overwrite, group)
     finally:
         if lock is not None:
             lock.release()

@@ -81,7 +81,7 @@ class RunDir:
             np.save(tmp, probs)
         record = {"index": index, "file": self.checkpoint_path(index).name, "sha256": sha,
                   "probs": self.probs_path(index).name, "seed": meta.seed, **fields}
-        write_json(self.record_path(index), record, indent=2, sort_keys=True)
+        write_json(self.record_path(index), record, indent=2, sort_keys=True, strict=True)
         return sha
 
     def copy_member(self, index: int, dst: RunDir) -> None:
@@ -114,4 +114,4 @@ class RunDir:
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest, indent=2, sort_keys=True)
+        write_json(self.manifest_path, manifest, indent=2, sort_keys=True, strict=True)

@@ -8,17 +8,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from landscape.assets.modules import CheckpointLike, as_checkpoint
 from landscape.engine.bn import recompute_bn_
 
 
 def uniform_soup(
-    models: Sequence[nn.Module], bn_inputs: torch.Tensor | None = None, *, bn_batch_size: int = 128
+    models: Sequence[CheckpointLike], bn_inputs: torch.Tensor | None = None, *, bn_batch_size: int = 128
 ) -> nn.Module:
     """A new model whose floating-point state is the mean of ``models``' states; BatchNorm
     statistics are then recomputed on ``bn_inputs`` (the train split, evaluation transform)
-    when given. Integer buffers come from the first model. The members are not modified."""
+    when given. Integer buffers come from the first model. The members are not modified.
+    Members are ``nn.Module``s of one architecture, ``Checkpoint``s or checkpoint files."""
     if not models:
         raise ValueError("a soup needs at least one model")
+    models = [m if isinstance(m, nn.Module) else as_checkpoint(m).model for m in models]
     soup = copy.deepcopy(models[0]).cpu().eval()
     states = [m.state_dict() for m in models]
     with torch.no_grad():

@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from ensembles.recipe import Recipe, Stepper
 from ensembles.schedules import cosine_lr
-from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
+from landscape.assets.checkpoint import CheckpointMeta
 from landscape.assets.datasets import dataset_info, load_dataset
 from landscape.assets.resident import ArrayDataset, as_tensors
 from landscape.errors import UserError
 from landscape.assets.models import create_model, reset_head
+from landscape.assets.modules import CheckpointLike, as_checkpoint
 from landscape.progress import progress
 
 
@@ -110,7 +111,7 @@ def pretrain(
     info = dataset_info(data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = create_model(arch, info.num_classes, **(arch_kwargs or {}))
+        model = create_model(arch, info.num_classes, trust_arch=True, **(arch_kwargs or {}))  # the caller named it
     meta = CheckpointMeta(arch, info.num_classes, dict(arch_kwargs or {}), data,
                           method="pretrain", seed=config.seed, epochs=config.epochs,
                           extra={"lr": config.lr, "wd": config.wd})
@@ -118,7 +119,7 @@ def pretrain(
 
 
 def finetune(
-    pretrained: Checkpoint,
+    pretrained: CheckpointLike,
     data: str,
     config: TrainConfig,
     *,
@@ -127,13 +128,15 @@ def finetune(
     method: str = "finetune",
     member: int | None = None,
 ) -> TrainResult:
-    """Fine-tune all layers of ``pretrained`` on ``data`` with a fresh head seeded by config.seed.
+    """Fine-tune all layers of ``pretrained`` (a ``Checkpoint``, a file, or your own ``nn.Module``,
+    see ``landscape.as_checkpoint``) on ``data`` with a fresh head seeded by config.seed.
 
     Example:
         >>> pre = load_checkpoint("pre.safetensors")
         >>> res = finetune(pre, "mnist1d", TrainConfig(epochs=20, lr=0.02, seed=1))
     """
     info = dataset_info(data)
+    pretrained = as_checkpoint(pretrained)
     model = copy.deepcopy(pretrained.model)
     reset_head(model, info.num_classes, seed=config.seed)
     meta = CheckpointMeta(

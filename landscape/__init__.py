@@ -13,7 +13,9 @@ Example:
 """
 
 from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
-from landscape.assets.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
+from landscape.assets.userdata import Data
+from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
+from landscape.assets.modules import as_checkpoint, load_checkpoint, save_checkpoint, trust_arch
 from landscape.assets.datasets import dataset_info, dataset_names, load_dataset, register_dataset
 from landscape.device import resolve_device
 from landscape.errors import UserError
@@ -33,6 +35,7 @@ __all__ = [
     "PairReport",
     "PathConfig",
     "PathSet",
+    "as_checkpoint",
     "barrier",
     "interpolate",
     "make_pairs",
@@ -40,6 +43,7 @@ __all__ = [
     "read_paths",
     "same_basin",
     "Checkpoint",
+    "Data",
     "GridSettings",
     "CheckpointMeta",
     "PlaneConfig",
@@ -58,4 +62,5 @@ __all__ = [
     "register_model",
     "resolve_device",
     "save_checkpoint",
+    "trust_arch",
 ]

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -62,10 +65,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def write_json(path: str | os.PathLike, doc: Any, **dumps: Any) -> Path:
+def write_json(path: str | os.PathLike, doc: Any, *, strict: bool = False, **dumps: Any) -> Path:
     """Write ``doc`` as JSON to ``path`` atomically (``dumps`` go to ``json.dumps``, e.g.
-    ``indent=2, sort_keys=True``); returns the path."""
+    ``indent=2, sort_keys=True``); returns the path.
+
+    With ``strict`` (every results file: reports, records, manifests) the file is standard JSON
+    that any parser reads: NaN and infinite floats, at any depth of dicts, lists and tuples,
+    are written as ``null`` (``json.dumps`` would write the literal ``NaN``, which is not JSON).
+    Nothing else changes."""
+    if strict:
+        return write_text(path, json.dumps(finite_json(doc), allow_nan=False, **dumps))
     return write_text(path, json.dumps(doc, **dumps))
+
+
+def finite_json(doc: Any) -> Any:
+    """``doc`` with every non-finite float (NaN, inf; numpy's too) replaced by None, through
+    dicts, lists and tuples; anything else is returned as it is."""
+    if isinstance(doc, (float, np.floating)):
+        return float(doc) if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: finite_json(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [finite_json(v) for v in doc]
+    return doc
 
 
 def _fsync_file(path: Path) -> None:

@@ -47,3 +47,40 @@ def three_ckpts(tmp_path_factory) -> list:
         save_checkpoint(model, path, meta())
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """What a test registers (models, datasets) is gone after it: tests must not see each other's."""
+    from landscape.assets import datasets as datasets_mod
+    from landscape.assets import models as models_mod
+
+    registries = [datasets_mod._DATASETS, models_mod._MODELS]
+    saved = [(dict(r._entries), dict(r._usages)) for r in registries]
+    yield
+    for r, (entries, usages) in zip(registries, saved):
+        r._entries.clear()
+        r._entries.update(entries)
+        r._usages.clear()
+        r._usages.update(usages)
+
+
+# A user's model file: importing it leaves a <name>.imported file beside it.
+TINY_MODEL = """
+from pathlib import Path
+import torch
+from torch import nn
+
+Path(__file__).with_suffix(".imported").write_text("imported")  # the import's side effect
+
+class TinyCNN(nn.Module):
+    def __init__(self, num_classes=10, width=3):
+        super().__init__()
+        self.conv = nn.Conv1d(1, width, 5, padding=2)
+        self.bn = nn.BatchNorm1d(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = x.unsqueeze(1) if x.dim() == 2 else x
+        return self.head(torch.relu(self.bn(self.conv(x))).mean(-1))
+"""

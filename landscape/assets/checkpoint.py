@@ -1,9 +1,12 @@
 """Checkpoints: one ``.safetensors`` file per model, self-describing through its metadata.
 
 The metadata holds a JSON document under the key ``landscape`` (arch, arch_kwargs, num_classes,
-dataset and, for trained members, method, member, seed, epochs, parent). Plain ``.pt``/``.pth``
-state dicts are accepted too, loaded with ``weights_only=True``; their architecture comes from
-the caller. Nothing is ever unpickled beyond tensors and plain containers.
+dataset and, for trained members, method, member, seed, epochs, parent). Checkpoints of other
+tools are accepted too (``.pt``/``.pth``/``.bin``/``.ckpt``, and safetensors without metadata):
+their architecture comes from the caller, their state dict is found under the usual keys with
+the usual name prefixes removed (``assets.state_dicts``), and pickles are read by
+``torch.load(weights_only=True)`` with every class they name as an inert stand-in
+(``assets.pickles``): nothing from a file is ever imported, constructed or called.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,13 @@ import torch
 from torch import nn
 
 from landscape.assets.models import create_model
+from landscape.assets.pickles import load_pickled
+from landscape.assets.state_dicts import FLAGS, Found, candidates, choose, strip
 from landscape.atomic import atomic_path
 from landscape.errors import UserError
 
 METADATA_KEY = "landscape"
-PT_SUFFIXES = (".pt", ".pth", ".bin")
+PT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -134,32 +138,38 @@ def load_checkpoint(
     arch_kwargs: dict[str, Any] | None = None,
     dataset: str | None = None,
     device: str | torch.device = "cpu",
+    state_dict_key: str | None = None,
+    strip_prefix: str | None = None,
 ) -> Checkpoint:
     """Load a checkpoint as a model in eval mode with its metadata.
 
     Args:
-        path: a ``.safetensors`` file written by this toolkit, or a ``.pt``/``.pth`` state dict.
-        arch, num_classes, arch_kwargs, dataset: describe a plain state dict (required for
-            ``.pt`` files without metadata; ignored when the file describes itself).
+        path: a ``.safetensors`` file written by this toolkit, or a checkpoint of another tool:
+            ``.pt``/``.pth``/``.bin``/``.ckpt`` (PyTorch Lightning, DDP, ``torch.compile``, a
+            training script's ``{'model_state': ..., 'optimizer': ..., 'config': ...}``) or a
+            safetensors file without metadata.
+        arch, num_classes, arch_kwargs, dataset: describe a file without metadata (required
+            then; ignored when the file describes itself).
         device: where the model's tensors go.
+        state_dict_key: the entry holding the state dict (``a/b`` when nested); by default the
+            top level or the first of ``state_dict``, ``model_state_dict``, ``model_state``,
+            ``model``, ``module``, ``state_dict_ema`` that fits the architecture.
+        strip_prefix: remove this prefix from the tensor names (entries without it are left
+            out); by default ``module.``, ``model.``, ``_orig_mod.`` or none, whichever fits.
 
     Raises:
-        UserError: missing or unreadable file, unknown architecture, or weights that do not fit it.
+        UserError: missing or unreadable file, a pickle that needs code or classes to be read,
+            unknown architecture, or weights that do not fit it.
 
     Example:
         >>> ckpt = load_checkpoint("runs/demo/member-1.safetensors")
         >>> ckpt.meta.arch, ckpt.model.training
         ('mnist1d_cnn', False)
+        >>> load_checkpoint("epoch=9.ckpt", arch="resnet20", num_classes=10).meta.arch
+        'resnet20'
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist (expected a .safetensors or .pt file)")
-    if path.suffix == ".safetensors":
-        state, meta = _read_safetensors(path)
-    elif path.suffix in PT_SUFFIXES:
-        state, meta = _read_pt(path), None
-    else:
-        raise UserError(f"unsupported checkpoint {path.name}: expected .safetensors, .pt or .pth")
+    found, meta = read_state_dicts(path, state_dict_key=state_dict_key)
     if meta is None:
         if arch is None or num_classes is None:
             raise UserError(
@@ -168,9 +178,44 @@ def load_checkpoint(
             )
         meta = CheckpointMeta(arch, num_classes, dict(arch_kwargs or {}), dataset)
     model = create_model(meta.arch, meta.num_classes, **meta.arch_kwargs)
-    _load_state(model, state, path)
+    chosen, prefix = choose(found, model.state_dict(), strip_prefix)
+    _load_state(model, _stripped(chosen, prefix, path), path, chosen.where)
     model.to(device).eval()
     return Checkpoint(model, meta, path, file_sha256(path))
+
+
+def read_state_dicts(
+    path: str | os.PathLike, *, state_dict_key: str | None = None
+) -> tuple[list[Found], CheckpointMeta | None]:
+    """The state dicts a checkpoint holds (most likely first) and its metadata, without building
+    a model (what ``landscape info`` lists).
+
+    Raises:
+        UserError: a missing, unreadable or refused file (see ``load_checkpoint``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (expected a .safetensors, .pt, .pth "
+                        "or .ckpt file)")
+    if path.suffix == ".safetensors":
+        if state_dict_key is not None:
+            raise UserError(f"--state-dict-key {state_dict_key}: {path.name} is a safetensors file, "
+                            "a flat mapping of names to tensors with no entries to choose from")
+        state, meta = _read_safetensors(path)
+        return [Found(state, "the top level")], meta
+    if path.suffix in PT_SUFFIXES:
+        return candidates(load_pickled(path), path.name, state_dict_key), None
+    raise UserError(f"unsupported checkpoint {path.name}: expected .safetensors, .pt, .pth, .bin "
+                    "or .ckpt")
+
+
+def _stripped(found: Found, prefix: str, path: Path) -> dict[str, torch.Tensor]:
+    state = strip(found.tensors, prefix)
+    if not state:
+        first = next(iter(found.tensors))
+        raise UserError(f"--strip-prefix {prefix}: no tensor name in {found.where} of {path.name} "
+                        f"starts with it (the first is {first!r})")
+    return state
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta | None]:
@@ -186,36 +231,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMe
     return state, (CheckpointMeta.from_json(raw) if raw is not None else None)
 
 
-def _read_pt(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise UserError(
-            f"refusing to load {path.name}: it holds more than tensors ({first[:200]}); "
-            "re-save it as a plain state dict or as .safetensors"
-        ) from None
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise UserError(f"{path} is not a readable PyTorch file: {exc}") from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path.name} is not a state dict (a mapping of names to tensors)")
-    prefix = "module."
-    if obj and all(k.startswith(prefix) for k in obj):  # saved from DistributedDataParallel
-        obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                where: str = "the top level") -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise UserError(
-            f"{path.name} does not fit the architecture: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}; check --arch / --num-classes"
+            f"{path.name} ({where}) does not fit the architecture: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}; check --arch / --num-classes, or {FLAGS}"
         )
     for k, v in expected.items():
         if state[k].shape != v.shape:

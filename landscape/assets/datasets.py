@@ -145,6 +145,16 @@ def dataset_names() -> list[str]:
     return _DATASETS.names()
 
 
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` is a registered dataset, or a name of a registered family such as
+    ``imagefolder:PATH`` (which then wins over an import path of the same spelling)."""
+    try:
+        _DATASETS.resolve(name)
+    except UserError:
+        return False
+    return True
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """Registry entry for ``name`` (for ``imagefolder:PATH`` the classes are counted on disk).
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from landscape.assets.imports import is_import_path
 from landscape.assets.registry import Registry
 from landscape.errors import UserError
 
@@ -199,21 +200,24 @@ def model_names() -> list[str]:
     return _MODELS.names()
 
 
-def create_model(arch: str, num_classes: int, **arch_kwargs: Any) -> nn.Module:
-    """Build an architecture from the registry with random weights (never downloads weights).
+def create_model(arch: str, num_classes: int, *, trust_arch: bool = False, **arch_kwargs: Any) -> nn.Module:
+    """Build an architecture with random weights (never downloads weights).
 
     Args:
-        arch: a registered name (``mnist1d_cnn``, ``resnet20``, ..., see ``model_names()``) or
-            ``timm:<timm model name>``.
+        arch: a registered name (``mnist1d_cnn``, ``resnet20``, ..., see ``model_names()``),
+            ``timm:<timm model name>``, or a factory of your own, ``path/to/file.py:factory``
+            or ``package.module:factory`` (names resolve in that order; ``assets.modules``).
         num_classes: size of the classification head.
+        trust_arch: import an import-path ``arch`` even if nothing else allowed it; importing
+            runs that code, so it happens only where the user named it (``assets.modules``).
         **arch_kwargs: forwarded to the constructor (e.g. ``width=64``).
 
     Returns:
         The model, in train mode, on the CPU.
 
     Raises:
-        UserError: unknown architecture (the message lists the valid names) or bad keyword
-            arguments.
+        UserError: unknown or untrusted architecture, a missing file, a failed import or call,
+            or a factory that returns no ``nn.Module`` (one line each).
 
     Example:
         >>> create_model("resnet20", 100, width=32).get_classifier().out_features
@@ -221,13 +225,35 @@ def create_model(arch: str, num_classes: int, **arch_kwargs: Any) -> nn.Module:
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
-    factory, timm_name = _MODELS.resolve(arch)
+    if isinstance(arch, str) and arch.startswith("module:"):  # assets.modules.MODULE_PREFIX
+        raise UserError(f"arch {arch!r} names a model given as an nn.Module object, which no name rebuilds; "
+                        "give --arch path/to/file.py:factory (or register_model) to read its weights")
+    try:
+        factory, timm_name = _MODELS.resolve(arch)
+    except UserError as exc:
+        if not (isinstance(arch, str) and is_import_path(arch)):
+            raise UserError(f"{exc}, path/to/file.py:factory or package.module:factory") from None
+        from landscape.assets.modules import imported_factory  # it imports this module
+
+        factory, timm_name = imported_factory(arch, trust=trust_arch), None
     if timm_name is not None:
         return factory(timm_name, num_classes, arch_kwargs)
     try:
-        return factory(num_classes=num_classes, **arch_kwargs)
+        model = factory(num_classes=num_classes, **arch_kwargs)
+    except UserError:
+        raise
     except TypeError as exc:
-        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {exc}") from None
+        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
+        raise UserError(f"building model {arch!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model {arch!r} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn.Module:
@@ -239,7 +265,13 @@ def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn
         raise UserError(
             f"unknown timm model {name!r}.{hint} List names with timm.list_models('*pattern*')."
         )
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, **arch_kwargs)
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **arch_kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure of a (possibly user-registered) timm model
+        hint = ("; its timm entrypoint must take **kwargs (timm passes pretrained_cfg), or register it "
+                "with landscape.register_model" if "pretrained_cfg" in str(exc) else "")
+        raise UserError(f"timm could not build {name!r} with num_classes={num_classes} and {arch_kwargs}: "
+                        f"{type(exc).__name__}: {_first_line(exc)}{hint}") from None
 
 
 _MODELS.register(TIMM_PREFIX, _create_timm, usage="timm:<name> (e.g. timm:resnet18)")

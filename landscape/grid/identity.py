@@ -4,8 +4,10 @@ when its identity matches the file's; everything else (device, engine, versions)
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from landscape.assets.checkpoint import Checkpoint
@@ -36,6 +38,8 @@ class Identity:
         mode: ``three_point`` or ``random`` (planes), ``paths``.
         bn: the BN policy in force.
         dataset, arch: the dataset and architecture names.
+        data: for data given as objects (``landscape.Data``), each split's size and content
+            hash, so that a rerun on other data is refused.
         checkpoints: the checkpoints, in order.
         pairs: for paths, the pairs of checkpoint indices.
     """
@@ -47,11 +51,14 @@ class Identity:
     arch: str
     checkpoints: tuple[CheckpointRef, ...]
     pairs: tuple[tuple[int, int], ...] | None = None
+    data: dict[str, dict[str, Any]] | None = None  # the user's own data: size and sha256 per split
 
     def to_dict(self) -> dict[str, Any]:
         """The identity as the file stores it (format version 1)."""
         out = dict(self.settings)
         out.update(mode=self.mode, bn=self.bn, dataset=self.dataset, arch=self.arch)
+        if self.data is not None:
+            out["data"] = self.data
         if self.pairs is not None:
             out["pairs"] = [list(p) for p in self.pairs]
         out["checkpoints"] = [{"name": c.name, "sha256": c.sha256} for c in self.checkpoints]
@@ -59,16 +66,52 @@ class Identity:
         return out
 
 
-def unique_names(ckpts: Sequence[Checkpoint]) -> list[str]:
-    """The checkpoints' names, each made unique by trailing underscores (a.safetensors twice:
-    ``a``, ``a_``)."""
-    names: list[str] = []
-    for c in ckpts:
-        name = c.name
-        while name in names:
+def display_names(items: Sequence[str | os.PathLike | Checkpoint]) -> list[str]:
+    """The names under which checkpoints appear in plots, reports, results files and default
+    output names: each file's stem, lengthened by the shortest run of its folders that tells it
+    apart from other files with the same stem.
+
+    ``["a.safetensors", "b.pt"]`` give ``a``, ``b`` (distinct stems are kept as they are);
+    ``["run1/model.pt", "run2/model.pt"]`` give ``run1/model``, ``run2/model``;
+    ``["a/x/m.pt", "b/x/m.pt"]`` give ``a/x/m``, ``b/x/m``. The same file given twice, and
+    checkpoints given as objects without a path (named by ``Checkpoint.name``), are told apart by
+    trailing underscores (``m``, ``m_``), as is a name that is also the folder part of another
+    (a results file stores ``run1/model`` under a folder ``run1``).
+
+    Args:
+        items: paths (strings or ``os.PathLike``) or ``Checkpoint`` objects, in order.
+    """
+    keys: list[tuple[str, ...] | None] = []
+    for item in items:
+        path = item.path if isinstance(item, Checkpoint) else Path(item)
+        parts = Path(os.path.abspath(path)).parts[1:] if path is not None else ()
+        keys.append((*parts[:-1], Path(parts[-1]).stem) if parts else None)
+    groups: dict[str, set[tuple[str, ...]]] = {}
+    for key in keys:
+        if key is not None:
+            groups.setdefault(key[-1], set()).add(key)
+    names = []
+    for item, key in zip(items, keys):
+        if key is None:
+            names.append(item.name if isinstance(item, Checkpoint) else str(item))
+            continue
+        others = [k for k in groups[key[-1]] if k != key]
+        n = 1
+        while n < len(key) and any(k[-n:] == key[-n:] for k in others):
+            n += 1
+        names.append("/".join(key[-n:]))
+    folders = {"/".join(name.split("/")[:i]) for name in names for i in range(1, name.count("/") + 1)}
+    unique: list[str] = []
+    for name in names:
+        while name in unique or name in folders:
             name += "_"
-        names.append(name)
-    return names
+        unique.append(name)
+    return unique
+
+
+def unique_names(ckpts: Sequence[Checkpoint]) -> list[str]:
+    """The checkpoints' display names (``display_names``); kept for callers of the old name."""
+    return display_names(ckpts)
 
 
 def weights_sha256(ckpt: Checkpoint) -> str:

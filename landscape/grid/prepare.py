@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 from landscape.assets.checkpoint import Checkpoint
-from landscape.assets.datasets import dataset_info, load_dataset
+from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
+from landscape.assets.imports import import_object, is_import_path
 from landscape.assets.resident import SPLITS, as_resident, place, subset_indices
+from landscape.assets.userdata import Data, data_factory
 from landscape.engine.evaluator import GridEvaluator
 from landscape.engine.inputs import EvalData
 from landscape.engine.layout import ParamLayout
@@ -21,16 +23,23 @@ from landscape.errors import UserError
 from landscape.grid.settings import GridSettings
 
 
-def prepare(ckpts: Sequence[Checkpoint], data: str | None) -> tuple[str, ParamLayout, list[torch.Tensor]]:
-    """Check the checkpoints against each other and the dataset; returns the dataset name, the
-    weight layout and every checkpoint's (P,) float64 weight vector.
+Dataset = str | Data  # a registered name, or the user's own data
+
+
+def prepare(ckpts: Sequence[Checkpoint], data: str | Data | None
+            ) -> tuple[Dataset, ParamLayout, list[torch.Tensor]]:
+    """Check the checkpoints against each other and the data; returns the data (a registered
+    name or ``Data``), the weight layout and every checkpoint's (P,) float64 weight vector.
+
+    ``data``: a registered name, ``path/to/file.py:factory`` (``landscape.assets.userdata``),
+    ``Data``, or None for the dataset the checkpoints record.
 
     Raises:
         UserError: the checkpoints differ in architecture or shapes, name no common dataset, do
             not fit the dataset's classes, or hold non-finite weights.
     """
     check_compatible(ckpts)
-    dataset = data or common_dataset(ckpts)
+    dataset = resolve_data(data, ckpts)
     check_classes(ckpts[0], dataset)
     layout = ParamLayout.of(ckpts[0].model)
     vecs = [layout.flatten(c.model.state_dict()) for c in ckpts]
@@ -68,14 +77,56 @@ def common_dataset(ckpts: Sequence[Checkpoint]) -> str:
     return names.pop()
 
 
-def check_classes(ckpt: Checkpoint, dataset: str) -> None:
+def resolve_data(data: str | Data | None, ckpts: Sequence[Checkpoint]) -> Dataset:
+    """The data to evaluate on. A registered name wins over an import path of the same spelling;
+    an import path is imported only when the user gives it, never because a checkpoint records it."""
+    if isinstance(data, Data):
+        return data
+    if data is None:
+        name = common_dataset(ckpts)
+        if not is_dataset_name(name) and is_import_path(name):
+            raise UserError(f"the checkpoints record the dataset {name!r}, a factory of your own; pass "
+                            f"--data {name} (data=...) to run it")
+        return name
+    if not isinstance(data, str):
+        raise UserError(f"data must be a dataset name, path/to/file.py:factory or landscape.Data, "
+                        f"got {type(data).__name__}")
+    if not is_dataset_name(data) and is_import_path(data):
+        return data_factory(data, lambda spec: import_object(spec, what="--data"))
+    return data
+
+
+def data_name(dataset: Dataset) -> str:
+    """The name a result file records for the data."""
+    return dataset.name if isinstance(dataset, Data) else dataset
+
+
+def data_identity(dataset: Dataset, settings: GridSettings, policy: str) -> dict[str, Any] | None:
+    """For the user's own data, the size and content hash of each split used (None for a
+    registered dataset, whose name says it)."""
+    if not isinstance(dataset, Data):
+        return None
+    return dataset.identity(used_splits(settings, policy))
+
+
+def used_splits(settings: GridSettings, policy: str) -> list[str]:
+    """The splits an evaluation reads: those evaluated, and train for BN recompute."""
+    return [s for s in SPLITS if s in settings.splits or (s == "train" and policy == "recompute")]
+
+
+def check_classes(ckpt: Checkpoint, dataset: Dataset) -> None:
+    if isinstance(dataset, Data):
+        if dataset.num_classes is not None and dataset.num_classes != ckpt.meta.num_classes:
+            raise UserError(f"{ckpt.name} has {ckpt.meta.num_classes} classes but the data {dataset.name!r} "
+                            f"has {dataset.num_classes}; pass the data the models were trained on")
+        return
     n = dataset_info(dataset).num_classes
     if n != ckpt.meta.num_classes:
         raise UserError(f"{ckpt.name} has {ckpt.meta.num_classes} classes but dataset {dataset} "
                         f"has {n}; pass the dataset the models were trained on")
 
 
-def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset: str, settings: GridSettings,
+def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset: Dataset, settings: GridSettings,
                       policy: str, data_root: Any, device: torch.device | str) -> Callable[[], GridEvaluator]:
     """A function that loads the evaluation data and builds the evaluator (called only when
     there are points to compute)."""
@@ -86,37 +137,46 @@ def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset:
                                   bn_batch_size=settings.bn_batch_size, batch_size=settings.batch_size,
                                   precision=settings.precision, channels_last=settings.channels_last,
                                   workers=settings.workers)
-        check_inputs(evaluator.model, ckpts[0].meta.arch, resident, dataset)
+        check_inputs(evaluator.model, ckpts[0].meta.arch, resident, data_name(dataset))
+        check_labels(resident, ckpts[0].meta.num_classes, data_name(dataset))
         return evaluator
 
     return make
 
 
 def check_inputs(model: torch.nn.Module, arch: str, data: EvalData, dataset: str) -> None:
-    """Run two samples through the engine's private model: a shape mismatch becomes one line."""
+    """Run two samples through the engine's private model: any failure (a shape mismatch, a timm
+    ViT's input-size assertion, an error in the user's own forward) becomes one line."""
     x = data.batch(next(iter(data.splits.values()))[0][:2])
     try:
         with torch.no_grad():
             model(x)
-    except RuntimeError as exc:
-        raise UserError(f"model {arch} cannot take inputs of dataset {dataset} "
-                        f"(shape {tuple(x.shape[1:])}): {str(exc).splitlines()[0][:120]}") from None
+    except Exception as exc:  # noqa: BLE001 - the model may be the user's code: report any error in one line
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "(no message)"
+        raise UserError(f"model {arch} cannot take inputs of dataset {dataset} (shape {tuple(x.shape[1:])}): "
+                        f"{type(exc).__name__}: {text}; check the input size and transform") from None
 
 
-def evaluation_data(dataset: str, settings: GridSettings, policy: str, root: Any, device: torch.device) -> EvalData:
+def check_labels(data: EvalData, num_classes: int, name: str) -> None:
+    """Class labels in [0, num_classes) for the cross-entropy and the accuracy."""
+    for split, (_, y) in data.splits.items():
+        if y.is_floating_point() or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
+            raise UserError(f"the {split} labels of {name!r} must be class indices in [0, {num_classes}) for the "
+                            f"model's {num_classes} classes, got {y.dtype} in [{y.min().item()}, {y.max().item()}]")
+
+
+def evaluation_data(dataset: Dataset, settings: GridSettings, policy: str, root: Any, device: torch.device) -> EvalData:
     """The splits the evaluation needs, on the device; images stay uint8 there (a quarter of
     the memory of floats) and are decoded batch by batch, bit-identically. Data too large for
     the GPU stays in host memory and is copied to it batch by batch
     (``landscape.assets.resident.place``)."""
     subsets = {"train": settings.train_subset, "test": settings.test_subset}
-    need = set(settings.splits) | ({"train"} if policy == "recompute" else set())
     tensors, decode = {}, None
-    for split in SPLITS:
-        if split in need:
-            ds = load_dataset(dataset, split, root)
-            res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=settings.seed))
-            tensors[split] = (res.inputs, res.labels)
-            decode = decode or res.decode
+    for split in used_splits(settings, policy):
+        ds = dataset.dataset(split) if isinstance(dataset, Data) else load_dataset(dataset, split, root)
+        res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=settings.seed))
+        tensors[split] = (res.inputs, res.labels)
+        decode = decode or res.decode
     tensors, on_host = place(tensors, device, copies=2 if settings.channels_last else 1, where=settings.data_on)
     bn_inputs = tensors["train"][0] if policy == "recompute" else None
     return EvalData({s: tensors[s] for s in settings.splits}, bn_inputs, decode, device if on_host else None)

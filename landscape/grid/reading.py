@@ -54,8 +54,14 @@ def read_surface(path: str | os.PathLike) -> Surface:
     """
 
     def build(f: h5py.File, config: dict, path: Path) -> Surface:
-        points = {name: PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
-                  for name, ds in f.get("points", {}).items()}
+        points = {}  # a name such as run1/model is a dataset inside a group run1
+
+        def add(name: str, ds) -> None:
+            if isinstance(ds, h5py.Dataset):
+                points[name] = PointInfo(float(ds[0]), float(ds[1]), float(ds.attrs["residual"]))
+
+        if "points" in f:
+            f["points"].visititems(add)
         return Surface(x=f["x"][...], y=f["y"][...], metrics=_ordered_metrics(f, config),
                        done=f["done"][...].astype(bool), points=points, config=config, path=path)
 

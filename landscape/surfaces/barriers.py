@@ -50,6 +50,8 @@ def barrier(alpha: np.ndarray, values: np.ndarray, *, kind: str = "loss") -> Bar
     a, f = alpha[inside], values[inside]
     linear = (1 - a) * f0 + a * f1
     gap = f - linear if kind == "loss" else linear - f
+    if not np.isfinite([f0, f1]).all() or np.isnan(gap).all():  # diverged: no barrier to tell
+        return Barrier(float("nan"), float("nan"))
     k = int(np.nanargmax(gap))
     return Barrier(float(max(gap[k], 0.0)), float(a[k]) if gap[k] > 0 else float("nan"))
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.modules import CheckpointLike, as_checkpoints
 from landscape.assets.models import head_parameter_names
 from landscape.engine.layout import ParamLayout
 from landscape.errors import UserError
@@ -44,10 +45,10 @@ class PairReport:
 
 def path_report(
     paths: PathSet,
-    checkpoints: Sequence[Checkpoint],
+    checkpoints: Sequence[CheckpointLike],
     *,
     threshold: float = DEFAULT_THRESHOLD_PP,
-    pretrained: Sequence[Checkpoint] = (),
+    pretrained: Sequence[CheckpointLike] = (),
 ) -> list[PairReport]:
     """Barriers on train and test, the label from the test accuracy barrier, the L2 distance
     between the endpoints, and each endpoint's distance from its pre-trained checkpoint over the
@@ -59,6 +60,7 @@ def path_report(
     """
     if "test" not in paths.metrics:
         raise UserError("the basin label needs the test split; evaluate with --splits train,test")
+    checkpoints, pretrained = as_checkpoints(checkpoints), as_checkpoints(pretrained)
     layout = ParamLayout.of(checkpoints[0].model)
     vecs = [layout.flatten(c.model.state_dict()) for c in checkpoints]
     from_pre = [_distance_from_pretrained(c, checkpoints, pretrained) for c in checkpoints]
@@ -115,3 +117,34 @@ def _lineage_root(ckpt, family, pretrained):
             return parent
         current = parent
     return None
+
+
+def near_chance(acc_percent: float, num_classes: int) -> bool:
+    """Whether an accuracy (%) is close to guessing: below chance plus a fifth of the way from
+    chance to 100%. A trained endpoint there usually means inputs that do not match the model's
+    training transform (image size, mean and std) rather than a bad model."""
+    chance = 100.0 / num_classes
+    return bool(np.isfinite(acc_percent)) and acc_percent < chance + 0.2 * (100.0 - chance)
+
+
+def endpoint_accuracies(paths: PathSet, split: str = "test") -> dict[str, float]:
+    """Each checkpoint's accuracy (%) on ``split`` where a path starts or ends at it."""
+    out: dict[str, float] = {}
+    if split not in paths.metrics:
+        return out
+    ends = {0.0: 0, 1.0: 1}
+    for p, pair in enumerate(paths.pairs):
+        acc = paths.curve(p, split, "acc")
+        for a, side in ends.items():
+            at = np.flatnonzero(np.isclose(paths.alpha, a))
+            if at.size and np.isfinite(acc[at[0]]):
+                out[paths.names[pair[side]]] = float(acc[at[0]])
+    return out
+
+
+def chance_warnings(accuracies: dict[str, float], num_classes: int, split: str = "test") -> list[str]:
+    """One line for each named accuracy that is ``near_chance``."""
+    chance = 100.0 / num_classes
+    return [f"{name}'s {split} accuracy is {acc:.1f}%, near chance ({chance:.1f}% for {num_classes} classes): the "
+            "inputs may not match the model's training transform (image size, mean and std)"
+            for name, acc in accuracies.items() if near_chance(acc, num_classes)]

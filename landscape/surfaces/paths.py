@@ -9,7 +9,7 @@ the ``PathSet`` into barriers, labels and distances.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import ClassVar
@@ -17,13 +17,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from landscape.assets.checkpoint import Checkpoint, load_checkpoint
+from landscape.assets.modules import CheckpointLike, as_checkpoints
+from landscape.assets.userdata import Data
 from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
-from landscape.grid.identity import CheckpointRef, Identity, unique_names
-from landscape.grid.prepare import evaluator_factory, prepare, runtime
+from landscape.grid.identity import CheckpointRef, Identity, display_names
+from landscape.grid.prepare import data_identity, data_name, evaluator_factory, prepare, runtime
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import PathStore, read_paths
 from landscape.results import PathSet
@@ -87,12 +88,12 @@ def make_pairs(n: int, modes: str | Sequence[str]) -> list[tuple[int, int]]:
 
 
 def interpolate(
-    checkpoints: Sequence[str | os.PathLike | Checkpoint],
+    checkpoints: Sequence[CheckpointLike] | Mapping[str, CheckpointLike],
     *,
     out: str | os.PathLike,
     pairs: str | Sequence[str] = "chain",
     config: PathConfig = PathConfig(),
-    data: str | None = None,
+    data: str | Data | None = None,
     data_root: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
@@ -101,7 +102,8 @@ def interpolate(
     """Evaluate linear paths between pairs of checkpoints into the HDF5 file ``out``.
 
     Args:
-        checkpoints: two or more checkpoints (paths or loaded), in order.
+        checkpoints: two or more checkpoints (paths, ``Checkpoint``s or ``nn.Module``s of one
+            architecture; a mapping names them), in order.
         out: the paths file (``.h5``); an existing one with the same configuration is resumed.
         pairs: ``chain``, ``star``, ``all`` or a comma-joined combination.
         config: alpha grid, BN policy, splits and engine settings.
@@ -114,14 +116,15 @@ def interpolate(
         >>> ps = interpolate(["m1.safetensors", "m2.safetensors"], out="paths.h5")
         >>> barrier(ps.alpha, ps.curve(0, "test", "acc"), kind="acc").height
     """
-    ckpts = [c if isinstance(c, Checkpoint) else load_checkpoint(c) for c in checkpoints]
+    ckpts = as_checkpoints(checkpoints)
     pair_list = make_pairs(len(ckpts), pairs)
     dataset, layout, vecs = prepare(ckpts, data)
     policy = resolve_policy(config.bn, ckpts[0].model)
     alpha = config.alpha()
-    names = unique_names(ckpts)
-    identity = Identity(config.identity_fields(policy), "paths", policy, dataset, ckpts[0].meta.arch,
-                        tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, names)), tuple(pair_list))
+    names = display_names(ckpts)
+    identity = Identity(config.identity_fields(policy), "paths", policy, data_name(dataset), ckpts[0].meta.arch,
+                        tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, names)), tuple(pair_list),
+                        data=data_identity(dataset, config, policy))
     config_doc = {"identity": identity.to_dict(), "runtime": runtime(ckpts, device, config)}
     job = GridJob(
         open_store=lambda: PathStore.open(out, alpha=alpha, pairs=pair_list, names=names, splits=config.splits,

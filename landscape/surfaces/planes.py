@@ -8,20 +8,21 @@ after C are projected onto the plane. Rerunning on a partial file computes only 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from landscape.assets.checkpoint import Checkpoint, load_checkpoint
+from landscape.assets.modules import CheckpointLike, as_checkpoints
+from landscape.assets.userdata import Data
 from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
-from landscape.grid.identity import CheckpointRef, Identity, unique_names
-from landscape.grid.prepare import evaluator_factory, prepare, runtime
+from landscape.grid.identity import CheckpointRef, Identity, display_names
+from landscape.grid.prepare import data_identity, data_name, evaluator_factory, prepare, runtime
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import SurfaceStore, read_surface
 from landscape.results import PointInfo, Surface
@@ -61,11 +62,11 @@ class PlaneConfig(GridSettings):
 
 
 def plane(
-    checkpoints: Sequence[str | os.PathLike | Checkpoint],
+    checkpoints: Sequence[CheckpointLike] | Mapping[str, CheckpointLike],
     *,
     out: str | os.PathLike,
     config: PlaneConfig = PlaneConfig(),
-    data: str | None = None,
+    data: str | Data | None = None,
     data_root: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
@@ -75,10 +76,12 @@ def plane(
 
     Args:
         checkpoints: [A] for a random plane around A; [A, B, C, *more] for the plane through
-            A, B, C with further checkpoints projected onto it. Paths or loaded ``Checkpoint``s.
+            A, B, C with further checkpoints projected onto it. Paths, ``Checkpoint``s or
+            ``nn.Module``s of one architecture (a mapping names them; ``landscape.as_checkpoint``).
         out: the surface file (``.h5``). An existing file with the same configuration is resumed.
         config: grid, BN policy, splits and engine settings.
-        data: dataset name; default: the one recorded in the checkpoints.
+        data: a dataset name, ``path/to/file.py:factory`` or ``landscape.Data`` (your own splits:
+            Datasets, (X, y) tensors or DataLoaders); default: the one recorded in the checkpoints.
         data_root: where the dataset lives (CIFAR, caches).
         device: where evaluation runs.
         overwrite: replace an existing file computed with another configuration.
@@ -97,7 +100,7 @@ def plane(
         >>> s.loss("test").shape
         (21, 21)
     """
-    ckpts = [c if isinstance(c, Checkpoint) else load_checkpoint(c) for c in checkpoints]
+    ckpts = as_checkpoints(checkpoints)
     if len(ckpts) == 2:
         raise UserError("a plane needs one checkpoint (random plane) or three or more; "
                         "for two use `landscape interp A B`")
@@ -133,7 +136,7 @@ def _geometry(ckpts, vecs, layout, config: PlaneConfig):
         xs = [0.0, basis.norm_b, basis.c_u]
         x = axis(min(xs), max(xs), config.margin, g)
         y = axis(0.0, basis.norm_c_perp, config.margin, g)
-    points = {name: PointInfo(*basis.project(v)) for name, v in zip(unique_names(ckpts), vecs)}
+    points = {name: PointInfo(*basis.project(v)) for name, v in zip(display_names(ckpts), vecs)}
     return basis, x, y, points
 
 
@@ -149,8 +152,10 @@ def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
     return lambda xv, yv: combine_buffers(states, basis.coefficients(xv, yv), names)
 
 
-def _identity(ckpts, dataset: str, config: PlaneConfig, policy: str, mode: str) -> Identity:
+def _identity(ckpts, dataset, config: PlaneConfig, policy: str, mode: str) -> Identity:
     cfg = config.identity_fields(policy, random_plane=mode == "random")
     for inert in (("range", "ignore_1d") if mode == "three_point" else ("margin",)):
         cfg.pop(inert)
-    return Identity(cfg, mode, policy, dataset, ckpts[0].meta.arch, tuple(CheckpointRef.of(c) for c in ckpts))
+    return Identity(cfg, mode, policy, data_name(dataset), ckpts[0].meta.arch,
+                    tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, display_names(ckpts))),
+                    data=data_identity(dataset, config, policy))

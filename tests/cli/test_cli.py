@@ -79,7 +79,8 @@ def _bad_inputs(three_ckpts, tmp_path):
         "huge grid": (["plane", A, B, C, "--grid", "100000"], "between 2 and"),
         "bad bn": (["plane", A, B, C, "--bn", "sometimes"], "unknown BN policy"),
         "two checkpoints": (["plane", A, B], "interp"),
-        "pt without arch": (["info", str(_pt(tmp_path))], "--arch"),
+        # `info` lists a plain state dict's tensors without --arch (#17); evaluating it needs one
+        "pt without arch": (["plane", *[str(_pt(tmp_path))] * 3], "--arch"),
         "class count not the data's": (["plane", A, B, C, "--data", "cifar100"],
                                        "has 10 classes but dataset cifar100 has 100"),
         "missing dataset root": (["plane", A, B, C, "--data", "cifar10", "--grid", "2"], "--data-root"),
