@@ -82,14 +82,23 @@ def csv_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def bounded_int(minimum: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (``expected`` names it in errors)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = bounded_int(1, "a positive integer")
+non_negative_int = bounded_int(0, "an integer >= 0")
 
 
 def finite_float(text: str) -> float:

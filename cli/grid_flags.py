@@ -1,12 +1,13 @@
-"""The flags that ``plane`` and ``interp`` share: data, BN policy, splits and subsets, engine
-settings, output and device (``landscape.GridSettings``)."""
+"""The flags that ``plane`` and ``interp`` share: data, image transform, BN policy, splits and
+subsets, engine settings, output and device (``landscape.GridSettings``)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from cli.common import add_arch_for_pt, add_data, add_device, csv_names, positive_int
+from cli.common import add_arch_for_pt, add_data, add_device, csv_names, non_negative_int, positive_int
+from landscape.assets.images import INTERPOLATIONS, ImageTransform
 from landscape.assets.resident import DATA_ON
 from landscape.engine.numerics import PRECISIONS
 from landscape.engine.settings import STRATEGIES
@@ -16,6 +17,7 @@ def add_grid_flags(p: argparse.ArgumentParser, *, seed_help: str, output: str) -
     """Declare the shared flags on ``p``; ``seed_help`` says what the seed seeds, ``output``
     names the results file (for --overwrite)."""
     add_data(p)
+    add_image_flags(p)
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
     p.add_argument("--bn", default=None,
                    help="BN policy: recompute (default for BN models), interpolate or keep")
@@ -34,6 +36,43 @@ def add_grid_flags(p: argparse.ArgumentParser, *, seed_help: str, output: str) -
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device(p)
     add_arch_for_pt(p)
+
+
+def add_image_flags(p: argparse.ArgumentParser) -> None:
+    """The evaluation transform of an image dataset (``landscape.ImageTransform``); unset parts
+    take the dataset's defaults (CIFAR: 32 px, its statistics; ImageFolder: a timm model's
+    pretrained configuration, else 256 -> 224 px with ImageNet statistics)."""
+    g = p.add_argument_group("image datasets (cifar10, cifar100, imagefolder:PATH)")
+    g.add_argument("--img-size", type=non_negative_int, default=None, metavar="N",
+                   help="centre crop of N x N after resizing the shorter side to N (or --img-resize); "
+                        "0: no resizing at all")
+    g.add_argument("--img-resize", type=non_negative_int, default=None, metavar="M",
+                   help="resize the shorter side to M before the --img-size crop (default: N)")
+    g.add_argument("--mean", type=float_list, default=None, metavar="A,B,C",
+                   help="per-channel mean of the normalisation (one value for greyscale)")
+    g.add_argument("--std", type=float_list, default=None, metavar="A,B,C",
+                   help="per-channel std of the normalisation (one value for greyscale)")
+    g.add_argument("--img-channels", type=int, choices=(1, 3), default=None,
+                   help="1: greyscale, 3: RGB (default for ImageFolder trees)")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None,
+                   help="of the resize (default: the model's, else bilinear)")
+
+
+def image_transform(args: argparse.Namespace) -> ImageTransform | None:
+    """``ImageTransform`` from the image flags, or None when none is given."""
+    values = dict(size=args.img_size, resize=args.img_resize, mean=args.mean, std=args.std,
+                  channels=args.img_channels, interpolation=args.interpolation)
+    return ImageTransform(**values) if any(v is not None for v in values.values()) else None
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,0.5,0.5, got {text!r}") from None
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -65,4 +104,4 @@ def grid_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(bn=args.bn, bn_batch_size=args.bn_batch_size, splits=args.splits, train_subset=args.train_subset,
                 test_subset=args.test_subset, seed=args.seed, batch_size=args.batch_size, engine=args.engine,
                 group_size=args.group_size, precision=args.precision, channels_last=args.channels_last,
-                workers=args.workers, data_on=args.data_on)
+                workers=args.workers, data_on=args.data_on, image=image_transform(args))

@@ -17,6 +17,7 @@ from landscape.assets.userdata import Data
 from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
 from landscape.assets.modules import as_checkpoint, load_checkpoint, save_checkpoint, trust_arch
 from landscape.assets.datasets import dataset_info, dataset_names, load_dataset, register_dataset
+from landscape.assets.images import ImageTransform
 from landscape.device import resolve_device
 from landscape.errors import UserError
 from landscape.assets.models import create_model, model_names, register_model
@@ -45,6 +46,7 @@ __all__ = [
     "Checkpoint",
     "Data",
     "GridSettings",
+    "ImageTransform",
     "CheckpointMeta",
     "PlaneConfig",
     "PointInfo",

@@ -32,7 +32,14 @@ from typing import Any, Union
 
 from torch.utils.data import Dataset
 
-from landscape.assets.images import imagefolder_classes, load_cifar, load_imagefolder
+from landscape.assets.images import (
+    CIFAR_DEFAULTS,
+    IMAGEFOLDER_DEFAULTS,
+    ImageTransform,
+    imagefolder_classes,
+    load_cifar,
+    load_imagefolder,
+)
 from landscape.assets.mnist1d import load_mnist1d
 from landscape.assets.registry import Registry
 from landscape.assets.resident import SPLITS
@@ -40,8 +47,8 @@ from landscape.errors import UserError
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
-# loader(split, *, root, download, train_transform) -> Dataset; a family's loader gets its
-# argument first: loader(arg, split, *, root, download, train_transform).
+# loader(split, *, root, download, train_transform[, image]) -> Dataset; a family's loader gets
+# its argument first: loader(arg, split, *, root, download, train_transform[, image]).
 DatasetLoader = Callable[..., Dataset]
 
 
@@ -57,6 +64,10 @@ class DatasetInfo:
         description: one line for listings.
         input_shape: the shape of one input with the evaluation transform, e.g. ``(40,)`` or
             ``(3, 32, 32)`` (None where unknown).
+        image: for an image dataset, the parts of its evaluation transform it fixes itself
+            (``ImageTransform``; the rest comes from a ``timm:`` model's configuration or
+            ``images.GENERIC``). Its loader then takes ``image=ImageTransform(...)``. None: not
+            an image dataset (``--img-size`` and the like are refused).
     """
 
     name: str
@@ -64,6 +75,7 @@ class DatasetInfo:
     default_arch: str | None
     description: str
     input_shape: tuple[int, ...] | None = None
+    image: ImageTransform | None = None
 
 
 @dataclass(frozen=True)
@@ -86,13 +98,15 @@ def register_dataset(
     default_arch: str | None = None,
     description: str = "",
     info: Callable[[str], DatasetInfo] | None = None,
+    image: ImageTransform | None = None,
     overwrite: bool = False,
 ) -> Any:
     """Register a dataset under ``name``; usable as a function or as a decorator of the loader.
 
     The loader is called as ``loader(split, root=..., download=..., train_transform=...)``
-    (accept ``**options`` to ignore what you do not use) and returns a torch ``Dataset`` of
-    ``(input, label)`` pairs, labels in ``0..num_classes-1``; return an ``ArrayDataset`` where
+    (accept ``**options`` to ignore what you do not use; an image dataset, registered with
+    ``image=``, also gets ``image=ImageTransform(...)`` whenever one is given: ``plane`` and
+    ``interpolate`` always give the resolved one) and returns a torch ``Dataset`` of ``(input, label)`` pairs, labels in ``0..num_classes-1``; return an ``ArrayDataset`` where
     the data is already tensors, so that evaluation takes them without a copy.
 
     A name ending in ``:`` registers a family of parametrised names, as ``imagefolder:`` does
@@ -108,6 +122,7 @@ def register_dataset(
         default_arch: the model to build when none is named (a ``create_model`` name).
         description: one line for listings.
         info: a family's ``DatasetInfo`` from its argument (families only).
+        image: an image dataset's own evaluation transform settings (``DatasetInfo.image``).
         overwrite: replace a dataset already registered under ``name``.
 
     Returns:
@@ -123,19 +138,21 @@ def register_dataset(
     if loader is None:
         return functools.partial(register_dataset, name, num_classes=num_classes,
                                  input_shape=input_shape, default_arch=default_arch,
-                                 description=description, info=info, overwrite=overwrite)
+                                 description=description, info=info, image=image, overwrite=overwrite)
     if not callable(loader):
         raise TypeError(f"a dataset loader must be callable, got {loader!r}")
     if isinstance(name, str) and name.endswith(":"):
-        if info is None or not callable(info) or num_classes is not None:
+        if info is None or not callable(info) or num_classes is not None or image is not None:
             raise ValueError(f"the dataset family {name!r} needs info=<function of its argument "
-                             "giving a DatasetInfo>, not num_classes")
+                             "giving a DatasetInfo>, not num_classes or image")
         entry = RegisteredDataset(loader, info)
     else:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"dataset {name!r} needs num_classes, a positive int; got {num_classes!r}")
         shape = tuple(int(n) for n in input_shape) if input_shape is not None else None
-        entry = RegisteredDataset(loader, DatasetInfo(name, num_classes, default_arch, description, shape))
+        if image is not None and not isinstance(image, ImageTransform):
+            raise TypeError(f"image must be a landscape.ImageTransform, got {type(image).__name__}")
+        entry = RegisteredDataset(loader, DatasetInfo(name, num_classes, default_arch, description, shape, image))
     _DATASETS.register(name, entry, usage=f"{name}PATH", overwrite=overwrite)
     return loader
 
@@ -176,6 +193,7 @@ def load_dataset(
     *,
     download: bool = False,
     train_transform: bool = False,
+    image: ImageTransform | None = None,
 ) -> Dataset:
     """A torch Dataset of (input, label) pairs.
 
@@ -186,6 +204,8 @@ def load_dataset(
             (default ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape``).
         download: let torchvision download CIFAR into ``root`` (never done otherwise).
         train_transform: the training augmentation instead of the evaluation transform.
+        image: an image dataset's transform settings (size, mean, std, channels; unset ones
+            take the dataset's defaults). Passed to the loader only when given.
 
     Returns:
         The split's ``Dataset`` (an ``ArrayDataset`` for MNIST-1D).
@@ -200,9 +220,14 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    dataset_info(name)  # an unknown name or a bad ImageFolder root fails before any loading
+    info = dataset_info(name)  # an unknown name or a bad ImageFolder root fails before any loading
     entry, arg = _DATASETS.resolve(name)
-    options = dict(root=root, download=download, train_transform=train_transform)
+    options: dict[str, Any] = dict(root=root, download=download, train_transform=train_transform)
+    if image is not None:
+        if info.image is None:
+            raise UserError(f"dataset {name!r} is not an image dataset: it takes no image size, mean, std or "
+                            "channels (register it with image=ImageTransform(...) to make it one)")
+        options["image"] = image
     ds = entry.loader(split, **options) if arg is None else entry.loader(arg, split, **options)
     if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
         raise TypeError(f"the loader of dataset {name!r} returned {type(ds).__name__}; "
@@ -218,19 +243,20 @@ def _mnist1d(name: str, split: str, *, root: Any = None, **_: Any) -> Dataset:
 
 
 def _cifar(name: str, split: str, *, root: Any = None, download: bool = False,
-           train_transform: bool = False) -> Dataset:
-    return load_cifar(name, split, root, download, train_transform)
+           train_transform: bool = False, image: ImageTransform | None = None) -> Dataset:
+    return load_cifar(name, split, root, download, train_transform, image)
 
 
-def _imagefolder(path: str, split: str, *, train_transform: bool = False, **_: Any) -> Dataset:
-    return load_imagefolder(Path(path), split, train_transform)
+def _imagefolder(path: str, split: str, *, train_transform: bool = False, image: ImageTransform | None = None,
+                 **_: Any) -> Dataset:
+    return load_imagefolder(Path(path), split, train_transform, image)
 
 
 def _imagefolder_info(path: str) -> DatasetInfo:
     root = Path(path)
     classes = imagefolder_classes(root)
     return DatasetInfo(IMAGEFOLDER_PREFIX + path, len(classes), "timm:resnet18",
-                       f"ImageFolder at {root}", (3, 224, 224))
+                       f"ImageFolder at {root}", (3, 224, 224), IMAGEFOLDER_DEFAULTS)
 
 
 register_dataset("mnist1d", functools.partial(_mnist1d, "mnist1d"), num_classes=10,
@@ -240,9 +266,9 @@ register_dataset("mnist1d-source", functools.partial(_mnist1d, "mnist1d-source")
                  input_shape=(40,), default_arch="mnist1d_cnn",
                  description="MNIST-1D source set for pre-training, 38000 / 2000")
 register_dataset("cifar10", functools.partial(_cifar, "cifar10"), num_classes=10,
-                 input_shape=(3, 32, 32), default_arch="resnet20",
+                 input_shape=(3, 32, 32), default_arch="resnet20", image=CIFAR_DEFAULTS["cifar10"],
                  description="CIFAR-10 (torchvision; --data-root)")
 register_dataset("cifar100", functools.partial(_cifar, "cifar100"), num_classes=100,
-                 input_shape=(3, 32, 32), default_arch="resnet20",
+                 input_shape=(3, 32, 32), default_arch="resnet20", image=CIFAR_DEFAULTS["cifar100"],
                  description="CIFAR-100 (torchvision; --data-root)")
 register_dataset(IMAGEFOLDER_PREFIX, _imagefolder, info=_imagefolder_info)

@@ -58,10 +58,27 @@ def as_tensors(
     if indices is not None:
         dataset = torch.utils.data.Subset(dataset, indices.tolist())
     xs, ys = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_same_shapes):
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            _differ({tuple(xs[0].shape[1:]), tuple(x.shape[1:])})
         xs.append(x)
         ys.append(torch.as_tensor(y))
     return torch.cat(xs), torch.cat(ys).long()
+
+
+def _same_shapes(batch: list) -> object:
+    """``default_collate``, with a one-line error for inputs of different shapes (images of
+    several sizes left unresized)."""
+    shapes = {tuple(getattr(item[0], "shape", ())) for item in batch}
+    if len(shapes) > 1:
+        _differ(shapes)
+    return torch.utils.data.default_collate(batch)
+
+
+def _differ(shapes: set) -> None:
+    listed = ", ".join(str(s) for s in sorted(shapes)[:3])
+    raise UserError(f"the inputs differ in shape ({listed}); evaluation needs one shape: resize the images "
+                    "(--img-size N, or landscape.ImageTransform(size=N))")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class Identity:
         dataset, arch: the dataset and architecture names.
         data: for data given as objects (``landscape.Data``), each split's size and content
             hash, so that a rerun on other data is refused.
+        image: for an image dataset, the evaluation transform used (``ImageTransform.to_dict``:
+            size, resize, mean, std, channels, interpolation); absent for other data.
         checkpoints: the checkpoints, in order.
         pairs: for paths, the pairs of checkpoint indices.
     """
@@ -52,6 +54,7 @@ class Identity:
     checkpoints: tuple[CheckpointRef, ...]
     pairs: tuple[tuple[int, int], ...] | None = None
     data: dict[str, dict[str, Any]] | None = None  # the user's own data: size and sha256 per split
+    image: dict[str, Any] | None = None  # an image dataset's transform
 
     def to_dict(self) -> dict[str, Any]:
         """The identity as the file stores it (format version 1)."""
@@ -59,6 +62,8 @@ class Identity:
         out.update(mode=self.mode, bn=self.bn, dataset=self.dataset, arch=self.arch)
         if self.data is not None:
             out["data"] = self.data
+        if self.image is not None:
+            out["image"] = self.image
         if self.pairs is not None:
             out["pairs"] = [list(p) for p in self.pairs]
         out["checkpoints"] = [{"name": c.name, "sha256": c.sha256} for c in self.checkpoints]

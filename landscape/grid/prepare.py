@@ -13,7 +13,9 @@ import torch
 
 from landscape.assets.checkpoint import Checkpoint
 from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
+from landscape.assets.images import GENERIC, ImageTransform, timm_defaults
 from landscape.assets.imports import import_object, is_import_path
+from landscape.assets.models import TIMM_PREFIX
 from landscape.assets.resident import SPLITS, as_resident, place, subset_indices
 from landscape.assets.userdata import Data, data_factory
 from landscape.engine.evaluator import GridEvaluator
@@ -109,6 +111,32 @@ def data_identity(dataset: Dataset, settings: GridSettings, policy: str) -> dict
     return dataset.identity(used_splits(settings, policy))
 
 
+def image_transform(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> ImageTransform | None:
+    """The complete evaluation transform of an image dataset (None for other data): the settings'
+    ``image``, then what the dataset fixes itself (``DatasetInfo.image``: CIFAR its 32 px and
+    statistics, an ImageFolder tree only RGB), then a ``timm:`` model's pretrained configuration
+    (``assets.images.timm_defaults``), then ``assets.images.GENERIC`` (256 -> 224 px, ImageNet
+    statistics). The identity and the evaluator both call it, so the file records what is used.
+
+    Raises:
+        UserError: image settings for data that is not an image dataset, or inconsistent ones.
+    """
+    declared = None if isinstance(dataset, Data) else dataset_info(dataset).image
+    if declared is None:
+        if settings.image is not None:
+            raise UserError(f"the data {data_name(dataset)!r} is not an image dataset: an image size, mean, std "
+                            "or channels apply only to image datasets (cifar10, cifar100, imagefolder:PATH)")
+        return None
+    model = timm_defaults(ckpt.model, ckpt.meta.arch_kwargs) if ckpt.meta.arch.startswith(TIMM_PREFIX) else GENERIC
+    return (settings.image or ImageTransform()).resolved(declared.over(model))
+
+
+def image_identity(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The identity's ``image`` entry: the transform used (None, and no entry, for other data)."""
+    tf = image_transform(dataset, settings, ckpt)
+    return None if tf is None else tf.to_dict()
+
+
 def used_splits(settings: GridSettings, policy: str) -> list[str]:
     """The splits an evaluation reads: those evaluated, and train for BN recompute."""
     return [s for s in SPLITS if s in settings.splits or (s == "train" and policy == "recompute")]
@@ -132,7 +160,8 @@ def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset:
     there are points to compute)."""
 
     def make() -> GridEvaluator:
-        resident = evaluation_data(dataset, settings, policy, data_root, torch.device(device))
+        image = image_transform(dataset, settings, ckpts[0])
+        resident = evaluation_data(dataset, settings, policy, data_root, torch.device(device), image=image)
         evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
                                   bn_batch_size=settings.bn_batch_size, batch_size=settings.batch_size,
                                   precision=settings.precision, channels_last=settings.channels_last,
@@ -165,15 +194,18 @@ def check_labels(data: EvalData, num_classes: int, name: str) -> None:
                             f"model's {num_classes} classes, got {y.dtype} in [{y.min().item()}, {y.max().item()}]")
 
 
-def evaluation_data(dataset: Dataset, settings: GridSettings, policy: str, root: Any, device: torch.device) -> EvalData:
+def evaluation_data(dataset: Dataset, settings: GridSettings, policy: str, root: Any, device: torch.device,
+                    *, image: ImageTransform | None = None) -> EvalData:
     """The splits the evaluation needs, on the device; images stay uint8 there (a quarter of
     the memory of floats) and are decoded batch by batch, bit-identically. Data too large for
     the GPU stays in host memory and is copied to it batch by batch
-    (``landscape.assets.resident.place``)."""
+    (``landscape.assets.resident.place``). ``image``: an image dataset's transform
+    (``image_transform``), passed to its loader."""
+    options = {} if image is None else {"image": image}
     subsets = {"train": settings.train_subset, "test": settings.test_subset}
     tensors, decode = {}, None
     for split in used_splits(settings, policy):
-        ds = dataset.dataset(split) if isinstance(dataset, Data) else load_dataset(dataset, split, root)
+        ds = dataset.dataset(split) if isinstance(dataset, Data) else load_dataset(dataset, split, root, **options)
         res = as_resident(ds, subset_indices(len(ds), subsets[split], seed=settings.seed))
         tensors[split] = (res.inputs, res.labels)
         decode = decode or res.decode

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from landscape.assets.images import ImageTransform
 from landscape.assets.resident import DATA_ON, SPLITS
 from landscape.engine.numerics import PRECISIONS
 from landscape.engine.settings import STRATEGIES
@@ -14,6 +15,8 @@ from landscape.errors import UserError
 
 # Settings that change the speed but never the numbers: not part of a file's identity.
 ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last", "workers", "data_on")
+# Settings recorded in the identity in another form: the image transform as resolved (`image`).
+RESOLVED_LATER = ("image",)
 DEFAULT_GROUP_SIZE = 8
 
 
@@ -39,6 +42,9 @@ class GridSettings:
             ``engine="auto"``, else 1).
         data_on: on a GPU, where the evaluation data lives: ``auto``, ``device`` or ``host``
             (copied batch by batch) (engine knob; ``landscape.assets.resident.place``).
+        image: an image dataset's evaluation transform (``landscape.ImageTransform``: size,
+            resize, mean, std, channels; unset parts take the dataset's or a ``timm:`` model's
+            defaults). The transform used is recorded in the file's identity as ``image``.
     """
 
     # The order of the fields in files written before these settings were shared (the HDF5
@@ -58,8 +64,11 @@ class GridSettings:
     channels_last: bool = False
     workers: int | None = None
     data_on: str = "auto"
+    image: ImageTransform | None = None
 
     def __post_init__(self) -> None:
+        check(self.image is None or isinstance(self.image, ImageTransform),
+              f"image must be a landscape.ImageTransform or None, got {type(self.image).__name__}")
         check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
               f"workers must be a positive integer, got {self.workers!r}")
         check(self.data_on in DATA_ON, f"unknown data_on {self.data_on!r}; expected one of {', '.join(DATA_ON)}")
@@ -88,7 +97,7 @@ class GridSettings:
         """The settings that can change the numbers, in the file's order: every field but the
         engine knobs, less those inert here (``drop_inert``)."""
         order = self.FIELD_ORDER or tuple(f.name for f in fields(self))
-        cfg = {name: getattr(self, name) for name in order if name not in ENGINE_KNOBS}
+        cfg = {name: getattr(self, name) for name in order if name not in ENGINE_KNOBS + RESOLVED_LATER}
         cfg["splits"] = list(self.splits)
         drop_inert(cfg, self, policy, random_plane=random_plane)
         return cfg

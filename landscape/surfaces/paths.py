@@ -24,7 +24,7 @@ from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
 from landscape.grid.identity import CheckpointRef, Identity, display_names
-from landscape.grid.prepare import data_identity, data_name, evaluator_factory, prepare, runtime
+from landscape.grid.prepare import data_identity, data_name, evaluator_factory, image_identity, prepare, runtime
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import PathStore, read_paths
 from landscape.results import PathSet
@@ -124,7 +124,7 @@ def interpolate(
     names = display_names(ckpts)
     identity = Identity(config.identity_fields(policy), "paths", policy, data_name(dataset), ckpts[0].meta.arch,
                         tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, names)), tuple(pair_list),
-                        data=data_identity(dataset, config, policy))
+                        data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts[0]))
     config_doc = {"identity": identity.to_dict(), "runtime": runtime(ckpts, device, config)}
     job = GridJob(
         open_store=lambda: PathStore.open(out, alpha=alpha, pairs=pair_list, names=names, splits=config.splits,

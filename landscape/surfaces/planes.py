@@ -22,7 +22,7 @@ from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
 from landscape.grid.identity import CheckpointRef, Identity, display_names
-from landscape.grid.prepare import data_identity, data_name, evaluator_factory, prepare, runtime
+from landscape.grid.prepare import data_identity, data_name, evaluator_factory, image_identity, prepare, runtime
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import SurfaceStore, read_surface
 from landscape.results import PointInfo, Surface
@@ -158,4 +158,4 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy: str, mode: str) -> Id
         cfg.pop(inert)
     return Identity(cfg, mode, policy, data_name(dataset), ckpts[0].meta.arch,
                     tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, display_names(ckpts))),
-                    data=data_identity(dataset, config, policy))
+                    data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts[0]))

@@ -114,9 +114,13 @@ def test_plane_interrupted_by_a_signal_resumes_to_identical_arrays(plane_args, t
         np.testing.assert_array_equal(resumed.acc(split), full.acc(split))
 
 
+POINTS = 25
+
+
 @pytest.fixture(scope="module")
 def interp_args(three_ckpts, tmp_path_factory):
-    args = ["interp", *map(str, three_ckpts), "--pairs", "all", "--points", "7", *SUBSETS]
+    # 3 pairs x 25 points: the progress bar (refreshed every 0.1 s) shows 4 done while most are left
+    args = ["interp", *map(str, three_ckpts), "--pairs", "all", "--points", str(POINTS), *SUBSETS]
     full = tmp_path_factory.mktemp("interp") / "full"
     _run([*args, "--out", str(full)])
     return args, full
@@ -125,9 +129,9 @@ def interp_args(three_ckpts, tmp_path_factory):
 @pytest.mark.parametrize("sig", [signal.SIGKILL], ids=["SIGKILL"])  # Ctrl-C: the plane tests (same runner)
 def test_interp_interrupted_resumes_to_identical_arrays(interp_args, tmp_path, sig):
     args, full = interp_args
-    proc = _interrupt([*CLI, *args, "--out", str(tmp_path)], sig, _progress_at_least(4, 21))
+    proc = _interrupt([*CLI, *args, "--out", str(tmp_path)], sig, _progress_at_least(4, 3 * POINTS))
     _check_exit(proc, sig, "interp")
-    assert 0 < read_paths(tmp_path / "paths.h5").done.sum() < 21
+    assert 0 < read_paths(tmp_path / "paths.h5").done.sum() < 3 * POINTS
     _run([*args, "--out", str(tmp_path)])
     a, b = read_paths(full / "paths.h5"), read_paths(tmp_path / "paths.h5")
     for split in ("train", "test"):
