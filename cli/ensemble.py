@@ -13,7 +13,7 @@ import csv
 import os
 from pathlib import Path
 
-from cli.common import add_device
+from cli.common import add_device, warn
 
 EXAMPLES = """examples:
   landscape ensemble runs/local-de runs/sse runs/starsse --out runs/compare
@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     records = [rec for rep in reports for rec in rep.table()]
     for rep in reports:
         print(_format(rep.name, rep.method, rep.table()))
+    for run, rep in zip(args.runs, reports):
+        _warn_if_near_chance(run, rep)
     write_csv(out / "ensemble.csv", records)
     write_json(out / "ensemble.json", {"runs": [_json(rep) for rep in reports], "ood": args.ood},
                indent=2, strict=True)
@@ -92,3 +94,14 @@ def _json(rep) -> dict:
     doc = asdict(rep)
     doc["table"] = rep.table()
     return doc
+
+
+def _warn_if_near_chance(run: str, rep) -> None:
+    """The members' mean test accuracy near chance: the inputs probably do not match."""
+    import numpy as np
+
+    from ensembles.rundir import RunDir
+    from landscape.surfaces.basins import chance_warnings
+
+    classes = np.load(RunDir(run).probs_path(1), mmap_mode="r").shape[1]  # (N, classes) probabilities
+    warn(chance_warnings({f"the members of {rep.name} (mean)": rep.rows[-1].member_accuracy}, classes))

@@ -145,6 +145,6 @@ def endpoint_accuracies(paths: PathSet, split: str = "test") -> dict[str, float]
 def chance_warnings(accuracies: dict[str, float], num_classes: int, split: str = "test") -> list[str]:
     """One line for each named accuracy that is ``near_chance``."""
     chance = 100.0 / num_classes
-    return [f"{name}'s {split} accuracy is {acc:.1f}%, near chance ({chance:.1f}% for {num_classes} classes): the "
-            "inputs may not match the model's training transform (image size, mean and std)"
+    return [f"the {split} accuracy of {name} is {acc:.1f}%, near chance ({chance:.1f}% for {num_classes} classes): "
+            "the inputs may not match the model's training transform (image size, mean and std)"
             for name, acc in accuracies.items() if near_chance(acc, num_classes)]

@@ -15,8 +15,8 @@ def test_near_chance_is_a_fifth_of_the_way_from_chance_to_certainty():
     assert near_chance(55.0, 2) and not near_chance(70.0, 2)
     assert not near_chance(math.nan, 10)
     assert chance_warnings({"A": 12.0, "B": 90.0}, 10) == [
-        "A's test accuracy is 12.0%, near chance (10.0% for 10 classes): the inputs may not match the "
-        "model's training transform (image size, mean and std)"]
+        "the test accuracy of A is 12.0%, near chance (10.0% for 10 classes): the inputs may not match "
+        "the model's training transform (image size, mean and std)"]
 
 
 def test_interp_and_plane_warn_about_untrained_endpoints(three_ckpts, tmp_path, capsys):
@@ -25,7 +25,7 @@ def test_interp_and_plane_warn_about_untrained_endpoints(three_ckpts, tmp_path, 
     code = main(["interp", *map(str, three_ckpts[:2]), "--points", "3", "--out", str(tmp_path / "i"), *small])
     out, err = capsys.readouterr()
     assert code == 0 and (tmp_path / "i" / "report.json").is_file()
-    assert "warning: A's test accuracy" in err and "warning: B's test accuracy" in err
+    assert "warning: the test accuracy of A is" in err and "warning: the test accuracy of B is" in err
     code = main(["plane", *map(str, three_ckpts), "--grid", "2", "--out", str(tmp_path / "p"), *small])
     out, err = capsys.readouterr()
-    assert code == 0 and "warning: the best point's test accuracy" in err
+    assert code == 0 and "warning: the test accuracy of the best point is" in err
