@@ -29,6 +29,12 @@ def add_grid_flags(p: argparse.ArgumentParser, *, seed_help: str, output: str) -
                    help="use a seeded random subset of N train samples (also for BN statistics)")
     p.add_argument("--test-subset", type=positive_int, default=None,
                    help="use a seeded random subset of N test samples")
+    p.add_argument("--loss", default="ce",
+                   help="what points are scored by: ce (cross-entropy and accuracy, default), mse (mean squared "
+                        "error, the loss only), or a per-sample loss of your own, path/to/file.py:name or "
+                        "package.module:name, taking (outputs, targets) and returning one value per sample")
+    p.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
+                   help="count accuracy too (default: with ce only)")
     add_engine_flags(p)
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace an existing {output} computed with another configuration")
@@ -104,4 +110,5 @@ def grid_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(bn=args.bn, bn_batch_size=args.bn_batch_size, splits=args.splits, train_subset=args.train_subset,
                 test_subset=args.test_subset, seed=args.seed, batch_size=args.batch_size, engine=args.engine,
                 group_size=args.group_size, precision=args.precision, channels_last=args.channels_last,
-                workers=args.workers, data_on=args.data_on, image=image_transform(args))
+                workers=args.workers, data_on=args.data_on, image=image_transform(args), loss=args.loss,
+                accuracy=args.accuracy)

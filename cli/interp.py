@@ -131,7 +131,7 @@ def _write_reports(out: Path, report, paths) -> list[Path]:
     write_text(out / "report.csv", table.getvalue())
     doc = {"pairs": records, "alpha": paths.alpha.tolist(), "names": paths.names,
            "curves": {paths.pair_name(p): {s: {m: paths.curve(p, s, m).tolist()
-                                               for m in ("loss", "acc")} for s in paths.splits}
+                                               for m in paths.metrics[s]} for s in paths.splits}
                       for p in range(len(paths.pairs))}}
     write_json(out / "report.json", doc, indent=2, strict=True)
     return [out / "paths.h5", out / "report.md", out / "report.csv", out / "report.json"]

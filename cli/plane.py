@@ -94,11 +94,15 @@ def _summary(surface, elapsed: float) -> str:
         parts.append(f"{int(surface.diverged.sum())} points diverged (non-finite loss; stored "
                      "as such, colours clipped)")
     for split in surface.splits:
-        loss, acc = surface.loss(split), surface.acc(split)
-        loss, acc = loss[np.isfinite(loss)], acc[np.isfinite(acc)]  # all diverged: nan, quietly
+        loss = surface.loss(split)
+        loss = loss[np.isfinite(loss)]  # all diverged: nan, quietly
         lo, hi = (loss.min(), loss.max()) if loss.size else (np.nan, np.nan)
-        parts.append(f"{split}: loss {lo:.4g}..{hi:.4g}, "
-                     + (f"acc {acc.min():.1f}..{acc.max():.1f}%" if acc.size else "acc nan"))
+        text = f"{split}: loss {lo:.4g}..{hi:.4g}"
+        if surface.has_acc:
+            acc = surface.acc(split)
+            acc = acc[np.isfinite(acc)]
+            text += ", " + (f"acc {acc.min():.1f}..{acc.max():.1f}%" if acc.size else "acc nan")
+        parts.append(text)
     return "; ".join(parts)
 
 
@@ -108,7 +112,7 @@ def _warn_if_near_chance(surface, num_classes: int) -> None:
 
     from landscape.surfaces.basins import chance_warnings
 
-    for split in surface.splits:
+    for split in surface.splits if surface.has_acc else ():
         acc = surface.acc(split)
         if np.isfinite(acc).any():
             warn(chance_warnings({"the best point": float(np.nanmax(acc))}, num_classes, split))

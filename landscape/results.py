@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from landscape.errors import UserError
+
 
 @dataclass(frozen=True)
 class PointInfo:
@@ -27,7 +29,8 @@ class Surface:
         x, y: (G,) grid axes (weight-space units for three-point planes, direction units for
             random planes).
         metrics: ``metrics[split][name]`` is a (G, G) float64 array; names ``loss`` (mean
-            cross-entropy) and ``acc`` (accuracy in percent); NaN where not computed yet.
+            cross-entropy, or the loss the file names) and ``acc`` (accuracy in percent; absent
+            for a loss such as MSE); NaN where not computed yet.
         done: (G, G) bool mask of computed points.
         points: checkpoints projected onto the plane, by name.
         config: the full configuration the surface was computed with.
@@ -59,15 +62,20 @@ class Surface:
             bad |= ~np.isfinite(values["loss"])
         return bad & self.done
 
+    @property
+    def has_acc(self) -> bool:
+        """Whether accuracy was counted (not for a loss such as MSE: the loss only)."""
+        return all("acc" in m for m in self.metrics.values())
+
     def loss(self, split: str) -> np.ndarray:
         return self.metrics[split]["loss"]
 
     def acc(self, split: str) -> np.ndarray:
-        return self.metrics[split]["acc"]
+        return _acc(self.metrics, split, self.config)
 
     def error(self, split: str) -> np.ndarray:
         """Error in percent (100 - accuracy)."""
-        return 100.0 - self.metrics[split]["acc"]
+        return 100.0 - self.acc(split)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,20 @@ class PathSet:
         i, j = self.pairs[p]
         return f"{self.names[i]} -> {self.names[j]}"
 
+    @property
+    def has_acc(self) -> bool:
+        """Whether accuracy was counted (not for a loss such as MSE: the loss only)."""
+        return all("acc" in m for m in self.metrics.values())
+
     def curve(self, p: int, split: str, metric: str) -> np.ndarray:
         """(n,) values of ``metric`` (``loss`` or ``acc``) along pair ``p``."""
+        if metric == "acc":
+            return _acc(self.metrics, split, self.config)[p]
         return self.metrics[split][metric][p]
+
+
+def _acc(metrics: dict[str, dict[str, np.ndarray]], split: str, config: dict[str, Any]) -> np.ndarray:
+    if "acc" not in metrics[split]:
+        loss = config.get("identity", {}).get("loss", "ce")
+        raise UserError(f"this file holds the loss only (scored by {loss}, without accuracy)")
+    return metrics[split]["acc"]

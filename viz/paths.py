@@ -28,6 +28,7 @@ def plot_paths(paths: PathSet, *, metrics: Sequence[str] = ("loss", "acc"),
     splits = paths.splits
     if not splits:
         raise ValueError("the paths have no metrics to plot")
+    metrics = [m for m in metrics if m != "acc" or paths.has_acc] or ["loss"]  # loss only: no accuracy
     chosen = list(range(len(paths.pairs))) if pairs is None else list(pairs)
     fig = Figure(figsize=(4.8 * len(splits), 3.4 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), len(splits), squeeze=False)

@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.results import Surface
-from viz.views import View, axis_labels, describe, equal_aspect, log_levels
+from viz.views import View, shown_metrics, axis_labels, describe, equal_aspect, log_levels
 
 # ----------------------------------------------------------------------------- matplotlib
 
@@ -34,8 +34,8 @@ def _panels(surface: Surface, train_split: str, test_split: str) -> list[View]:
     if train_split in surface.metrics:
         views.append(View(train_split, "loss"))
     if test_split in surface.metrics:
-        views.append(View(test_split, "error"))
-    return views or [View(s, m) for s in surface.splits for m in ("loss", "error")]
+        views.append(View(test_split, "error" if surface.has_acc else "loss"))
+    return views or [View(s, m) for s in surface.splits for m in shown_metrics(surface)]
 
 
 def _draw_panel(fig: Figure, ax: Axes, surface: Surface, view: View, levels: int) -> None:

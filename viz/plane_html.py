@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from landscape.results import Surface
-from viz.views import View, axis_labels, describe, equal_aspect, log_levels
+from viz.views import View, shown_metrics, axis_labels, describe, equal_aspect, log_levels
 
 
 def _format_values(z: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
     """
     if not surface.splits:
         raise ValueError("the surface has no metrics to plot (surface.metrics is empty)")
-    views = [View(s, m) for s in surface.splits for m in ("loss", "error")]
+    views = [View(s, m) for s in surface.splits for m in shown_metrics(surface)]
     xlabel, ylabel = axis_labels(surface)
     fig = go.Figure([_contour_trace(surface, v, levels=levels, visible=i == 0)
                      for i, v in enumerate(views)] + [_points_trace(surface)])

@@ -123,3 +123,8 @@ def equal_aspect(surface: Surface) -> bool:
         return False
     spans = np.ptp(surface.x), np.ptp(surface.y)
     return min(spans) > 0 and max(spans) / min(spans) <= 3.0
+
+
+def shown_metrics(surface: Surface) -> tuple[str, ...]:
+    """What a surface's views show: loss and error, or the loss alone (no accuracy counted)."""
+    return ("loss", "error") if surface.has_acc else ("loss",)

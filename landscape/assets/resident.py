@@ -63,7 +63,8 @@ def as_tensors(
             _differ({tuple(xs[0].shape[1:]), tuple(x.shape[1:])})
         xs.append(x)
         ys.append(torch.as_tensor(y))
-    return torch.cat(xs), torch.cat(ys).long()
+    labels = torch.cat(ys)
+    return torch.cat(xs), labels if labels.is_floating_point() else labels.long()  # regression targets stay floats
 
 
 def _same_shapes(batch: list) -> object:

@@ -19,7 +19,7 @@ from landscape.engine.inputs import EvalData, channels_last_data, timing_slice
 from landscape.engine.layout import ParamLayout
 from landscape.engine.numerics import numerics
 from landscape.engine.records import Recorder, stats_hook
-from landscape.engine.sums import SplitSums
+from landscape.engine.sums import CROSS_ENTROPY, Objective, SplitSums
 from landscape.engine.thin_conv import use_matmul_convs
 from landscape.errors import UserError
 
@@ -76,11 +76,12 @@ class Core:
     clock: Clock
     folded: Folded | None  # the model with conv + BN pairs fused (landscape.engine.fold)
     matmul_convs: int  # thin 1-D convolutions computed as matrix products (landscape.engine.thin_conv)
+    objective: Objective = CROSS_ENTROPY  # the loss (and accuracy) a point is scored by
 
     @classmethod
     def build(cls, model: nn.Module, layout: ParamLayout, data: EvalData, *, bn_policy: str,
               bn_batch_size: int, precision: str, channels_last: bool, cudnn_benchmark: bool,
-              fold_bn: bool, matmul_convs: bool) -> Core:
+              fold_bn: bool, matmul_convs: bool, objective: Objective = CROSS_ENTROPY) -> Core:
         """The private model on the data's device, in channels-last format if asked, with thin
         convolutions and BN folding where they hold for it, and the BN hooks."""
         device = data.compute_device
@@ -96,7 +97,7 @@ class Core:
         for name, m in bn_modules(model):  # copied along into replicas and the vmap stats model
             m.register_forward_pre_hook(stats_hook(name, rec))
         return cls(model, layout, data, bn_policy, bn_batch_size, precision, channels_last,
-                   cudnn_benchmark, rec, Clock(device, rec), folded, thin)
+                   cudnn_benchmark, rec, Clock(device, rec), folded, thin, objective)
 
     @property
     def device(self) -> torch.device:
@@ -118,10 +119,10 @@ class Core:
         return timing_slice(self.data, self.data.bn_inputs, max_samples)
 
     def eval_split(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                   *, batch_size: int, max_samples: int | None, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Mean cross-entropy and accuracy (%) of ``k`` points over the split; ``fn`` gives
-        logits (B, C) for one point or (K, B, C) for K."""
-        sums = SplitSums(k, self.device)
+                   *, batch_size: int, max_samples: int | None, k: int = 1) -> dict[str, np.ndarray]:
+        """Mean loss (and accuracy in %) of ``k`` points over the split, by name; ``fn`` gives
+        outputs (B, ...) for one point or (K, B, ...) for K."""
+        sums = SplitSums(k, self.device, self.objective)
         x = timing_slice(self.data, x, max_samples)
         for xb, yb in _batches(x, y[: len(x)], batch_size):
             xb, yb = self.batch(xb), self.data.move(yb)

@@ -24,7 +24,7 @@ from landscape.engine.layout import ParamLayout
 from landscape.engine.loop import LoopStrategy
 from landscape.engine.numerics import PRECISIONS, numerics
 from landscape.engine.settings import EngineSettings, Tuning
-from landscape.engine.sums import GroupResult, concat
+from landscape.engine.sums import CROSS_ENTROPY, GroupResult, Objective, concat
 from landscape.engine.trail import Trail, head, part
 from landscape.engine.tuner import Tuner
 from landscape.engine.vmap import VmapStrategy
@@ -64,6 +64,8 @@ class GridEvaluator:
             None: 1 until ``tune`` measures it.
         cudnn_benchmark: let cuDNN time its algorithms for each new input shape and thread
             instead of its heuristics (off by default: the engine meets many shapes).
+        objective: the per-sample loss and whether accuracy is counted (default: cross-entropy
+            and accuracy on class indices; ``landscape.engine.sums.Objective``).
 
     Example:
         >>> ev = GridEvaluator(model, ParamLayout.of(model), data, bn_policy="recompute")
@@ -75,7 +77,7 @@ class GridEvaluator:
                  bn_batch_size: int = 128, batch_size: int = 512, precision: str = "fp32",
                  channels_last: bool = False, fold_bn: bool = True, cuda_graphs: bool = True,
                  workers: int | None = None, matmul_convs: bool = True, bn_ghosts: int | None = None,
-                 cudnn_benchmark: bool = False) -> None:
+                 cudnn_benchmark: bool = False, objective: Objective = CROSS_ENTROPY) -> None:
         if bn_policy == "recompute" and data.bn_inputs is None:
             raise UserError("BN recompute needs train inputs (EvalData.bn_inputs)")
         if precision not in PRECISIONS:
@@ -85,7 +87,8 @@ class GridEvaluator:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         self.core = Core.build(model, layout, data, bn_policy=bn_policy, bn_batch_size=bn_batch_size,
                                precision=precision, channels_last=channels_last,
-                               cudnn_benchmark=cudnn_benchmark, fold_bn=fold_bn, matmul_convs=matmul_convs)
+                               cudnn_benchmark=cudnn_benchmark, fold_bn=fold_bn, matmul_convs=matmul_convs,
+                               objective=objective)
         self.loop = LoopStrategy(self.core, cuda_graphs=cuda_graphs)
         self.vmap = VmapStrategy(self.core)
         self.settings = EngineSettings(batch_size=batch_size, workers=workers or 1, bn_ghosts=bn_ghosts or 1)

@@ -38,7 +38,7 @@ class LoopStrategy:
                  max_samples: int | None) -> GroupResult:
         """Metrics of the (K, P) points ``weights`` (BN ``buffers`` per point unless recomputed)."""
         core, k = self.core, len(weights)
-        out = {s: {"loss": np.empty(k), "acc": np.empty(k)} for s in core.data.splits}
+        out = {s: {m: np.empty(k) for m in core.objective.metrics} for s in core.data.splits}
 
         def point(i: int, replica: Replica) -> None:
             replica.load(core.layout, weights[i], None if buffers is None else buffers[i], core.device)
@@ -47,8 +47,9 @@ class LoopStrategy:
                     self.bn.run_(replica, max_samples, settings.bn_ghosts)
             model = replica.evaluation_model()
             for split, (x, y) in core.data.splits.items():
-                loss, acc = core.eval_split(model, x, y, batch_size=settings.batch_size, max_samples=max_samples)
-                out[split]["loss"][i], out[split]["acc"][i] = loss[0], acc[0]
+                values = core.eval_split(model, x, y, batch_size=settings.batch_size, max_samples=max_samples)
+                for name, v in values.items():
+                    out[split][name][i] = v[0]
 
         workers = min(settings.workers, k)
         if workers == 1:

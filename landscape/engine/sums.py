@@ -9,12 +9,14 @@ variance (``torch.nn.BatchNorm``'s own definition).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from landscape.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -32,25 +34,56 @@ def concat(parts: Sequence[GroupResult]) -> GroupResult:
                         for s in first})
 
 
-class SplitSums:
-    """Running sums of the loss and of correct predictions of K points over one split."""
+@dataclass(frozen=True)
+class Objective:
+    """What a point is scored by: a per-sample loss (None: cross-entropy on class indices) and
+    whether its accuracy is counted too (classification)."""
 
-    def __init__(self, k: int, device: torch.device) -> None:
+    name: str = "ce"
+    per_sample: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    accuracy: bool = True
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics a result holds: ``loss``, and ``acc`` with accuracy."""
+        return ("loss", "acc") if self.accuracy else ("loss",)
+
+
+CROSS_ENTROPY = Objective()
+
+
+class SplitSums:
+    """Running sums of the loss (and of correct predictions) of K points over one split."""
+
+    def __init__(self, k: int, device: torch.device, objective: Objective = CROSS_ENTROPY) -> None:
+        self.objective = objective
         self.loss = torch.zeros(k, dtype=torch.float64, device=device)
         self.correct = torch.zeros(k, dtype=torch.long, device=device)
         self.n = 0
 
-    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: ``logits`` (K, B, C) of every point, ``labels`` (B,)."""
-        k = len(logits)
-        ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat(k), reduction="none")  # (K * B,)
-        self.loss += ce.view(k, -1).double().sum(1)
-        self.correct += (logits.argmax(-1) == labels).sum(1)
+    def add(self, outputs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: ``outputs`` (K, B, C) of every point, ``labels`` (B, ...)."""
+        k, b = outputs.shape[:2]
+        if self.objective.per_sample is None:
+            loss = F.cross_entropy(outputs.flatten(0, 1), labels.repeat(k), reduction="none")  # (K * B,)
+        else:  # each sample's loss, averaged over its output dims: (K * B,)
+            target = labels.repeat(k, *[1] * (labels.dim() - 1)).reshape(k * b, -1).to(outputs.dtype)
+            loss = self.objective.per_sample(outputs.reshape(k * b, -1), target)
+            if loss.dim() == 0 or loss.shape[0] != k * b:
+                raise UserError(f"the loss {self.objective.name} gave {tuple(loss.shape)} for {k * b} samples; it "
+                                "must give one value per sample (e.g. reduction='none')")
+            loss = loss.reshape(k * b, -1).mean(1)
+        self.loss += loss.view(k, -1).double().sum(1)
+        if self.objective.accuracy:
+            self.correct += (outputs.argmax(-1) == labels).sum(1)
         self.n += len(labels)
 
-    def means(self) -> tuple[np.ndarray, np.ndarray]:
-        """(K,) mean cross-entropy and (K,) accuracy in percent."""
-        return (self.loss / self.n).cpu().numpy(), (100.0 * self.correct.double() / self.n).cpu().numpy()
+    def means(self) -> dict[str, np.ndarray]:
+        """(K,) mean loss and, with accuracy, (K,) accuracy in percent."""
+        out = {"loss": (self.loss / self.n).cpu().numpy()}
+        if self.objective.accuracy:
+            out["acc"] = (100.0 * self.correct.double() / self.n).cpu().numpy()
+        return out
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,9 +45,8 @@ class VmapStrategy:
         fn = vmap(one, in_dims=(0, 0, None))
         out = {}
         for split, (x, y) in core.data.splits.items():
-            loss, acc = core.eval_split(lambda xb: fn(params, bufs, standard(xb)), x, y,
-                                        batch_size=settings.batch_size, max_samples=max_samples, k=len(weights))
-            out[split] = {"loss": loss, "acc": acc}
+            out[split] = core.eval_split(lambda xb: fn(params, bufs, standard(xb)), x, y,
+                                         batch_size=settings.batch_size, max_samples=max_samples, k=len(weights))
         return GroupResult(out)
 
     def bn_stats(self, params: dict[str, torch.Tensor], max_samples: int | None) -> dict[str, torch.Tensor]:

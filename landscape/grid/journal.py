@@ -25,7 +25,12 @@ from landscape.atomic import atomic_path
 from landscape.errors import UserError
 from landscape.grid.lock import WriterLock
 
-METRICS = ("loss", "acc")
+METRICS = ("loss", "acc")  # a file's metrics unless its identity names others ("metrics")
+
+
+def metric_names(config: dict[str, Any]) -> tuple[str, ...]:
+    """The metrics a results file holds, from its configuration."""
+    return tuple(config.get("identity", {}).get("metrics") or METRICS)
 
 
 def journal_path(path: str | os.PathLike) -> Path:
@@ -75,7 +80,7 @@ def copy_synced(src: Path, dst: Path) -> None:
 def write_arrays(f: h5py.File, index, metrics) -> None:
     """Write one group's values into an open results file, then its done mask, then flush."""
     for split, values in metrics.items():
-        for name in METRICS:
+        for name in values:
             ds = f[f"metrics/{split}/{name}"]
             for idx, v in zip(index, values[name]):
                 ds[idx] = v
@@ -105,8 +110,9 @@ def opens(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             f["done"][...]
+            names = metric_names(json.loads(f.attrs["config"]))
             for split in f["metrics"]:
-                for name in METRICS:
+                for name in names:
                     f[f"metrics/{split}/{name}"][...]
         return True
     except (OSError, RuntimeError, KeyError, ValueError, TypeError):

@@ -22,6 +22,7 @@ from landscape.engine.evaluator import GridEvaluator
 from landscape.engine.inputs import EvalData
 from landscape.engine.layout import ParamLayout
 from landscape.errors import UserError
+from landscape.grid.objectives import objective
 from landscape.grid.settings import GridSettings
 
 
@@ -162,12 +163,14 @@ def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset:
     def make() -> GridEvaluator:
         image = image_transform(dataset, settings, ckpts[0])
         resident = evaluation_data(dataset, settings, policy, data_root, torch.device(device), image=image)
+        scored_by = objective(settings.loss, settings.accuracy)
         evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,
                                   bn_batch_size=settings.bn_batch_size, batch_size=settings.batch_size,
                                   precision=settings.precision, channels_last=settings.channels_last,
-                                  workers=settings.workers)
+                                  workers=settings.workers, objective=scored_by)
         check_inputs(evaluator.model, ckpts[0].meta.arch, resident, data_name(dataset))
-        check_labels(resident, ckpts[0].meta.num_classes, data_name(dataset))
+        if scored_by.per_sample is None or scored_by.accuracy:  # cross-entropy, accuracy: class indices
+            check_labels(resident, ckpts[0].meta.num_classes, data_name(dataset))
         return evaluator
 
     return make

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from landscape.errors import UserError
-from landscape.grid.journal import METRICS
+from landscape.grid.journal import metric_names
 from landscape.results import PathSet, PointInfo, Surface
 
 
@@ -24,7 +24,7 @@ def _ordered_metrics(f: h5py.File, config: dict[str, Any]) -> dict[str, dict[str
     """Metrics by split in the order the configuration asked for (HDF5 sorts names)."""
     order = config.get("identity", {}).get("splits") or []
     splits = sorted(f["metrics"], key=lambda s: (order.index(s) if s in order else 99, s))
-    return {split: {name: f[f"metrics/{split}/{name}"][...] for name in METRICS}
+    return {split: {name: f[f"metrics/{split}/{name}"][...] for name in metric_names(config)}
             for split in splits}
 
 

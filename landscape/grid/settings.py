@@ -12,11 +12,13 @@ from landscape.assets.resident import DATA_ON, SPLITS
 from landscape.engine.numerics import PRECISIONS
 from landscape.engine.settings import STRATEGIES
 from landscape.errors import UserError
+from landscape.grid.objectives import check_loss, loss_name, objective_metrics
 
 # Settings that change the speed but never the numbers: not part of a file's identity.
 ENGINE_KNOBS = ("batch_size", "engine", "group_size", "channels_last", "workers", "data_on")
 # Settings recorded in the identity in another form: the image transform as resolved (`image`).
 RESOLVED_LATER = ("image",)
+SCORING = ("loss", "accuracy")  # recorded by name, and only when not the defaults
 DEFAULT_GROUP_SIZE = 8
 
 
@@ -45,6 +47,9 @@ class GridSettings:
         image: an image dataset's evaluation transform (``landscape.ImageTransform``: size,
             resize, mean, std, channels; unset parts take the dataset's or a ``timm:`` model's
             defaults). The transform used is recorded in the file's identity as ``image``.
+        loss: what a point is scored by: ``ce`` (cross-entropy on class indices), ``mse``, an
+            import path, or a per-sample callable (``landscape.grid.objectives``).
+        accuracy: count accuracy too (None: for ``ce`` only).
     """
 
     # The order of the fields in files written before these settings were shared (the HDF5
@@ -65,8 +70,12 @@ class GridSettings:
     workers: int | None = None
     data_on: str = "auto"
     image: ImageTransform | None = None
+    loss: Any = "ce"
+    accuracy: bool | None = None
 
     def __post_init__(self) -> None:
+        check_loss(self.loss)
+        check(self.accuracy in (None, True, False), f"accuracy must be True, False or None, got {self.accuracy!r}")
         check(self.image is None or isinstance(self.image, ImageTransform),
               f"image must be a landscape.ImageTransform or None, got {type(self.image).__name__}")
         check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
@@ -97,9 +106,14 @@ class GridSettings:
         """The settings that can change the numbers, in the file's order: every field but the
         engine knobs, less those inert here (``drop_inert``)."""
         order = self.FIELD_ORDER or tuple(f.name for f in fields(self))
-        cfg = {name: getattr(self, name) for name in order if name not in ENGINE_KNOBS + RESOLVED_LATER}
+        cfg = {name: getattr(self, name) for name in order if name not in ENGINE_KNOBS + RESOLVED_LATER + SCORING}
         cfg["splits"] = list(self.splits)
         drop_inert(cfg, self, policy, random_plane=random_plane)
+        if self.loss != "ce":  # absent for cross-entropy, as in files of earlier versions
+            cfg["loss"] = loss_name(self.loss)
+        metrics = list(objective_metrics(self.loss, self.accuracy))
+        if metrics != ["loss", "acc"]:
+            cfg["metrics"] = metrics
         return cfg
 
 

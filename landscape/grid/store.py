@@ -31,6 +31,7 @@ import numpy as np
 from landscape.errors import UserError
 from landscape.grid.journal import (
     METRICS,
+    metric_names,
     append_journal,
     copy_synced,
     damaged_error,
@@ -156,7 +157,7 @@ class GridStore:
         mask, then flush. A failure (e.g. a full disk) leaves the points recoverable or absent,
         never half-marked as done."""
         append_journal(self.path, {"index": [list(map(int, i)) for i in index],
-                                    "metrics": {s: {m: [float(v) for v in values[m]] for m in METRICS}
+                                    "metrics": {s: {m: [float(v) for v in values[m]] for m in values}
                                                 for s, values in metrics.items()}})
         try:
             write_arrays(self.file, index, metrics)
@@ -254,6 +255,6 @@ def _initialise(f, kind, axes, shape, splits, config) -> None:
     for name, values in axes.items():
         f.create_dataset(name, data=np.asarray(values, dtype=np.float64))
     for split in splits:
-        for name in METRICS:
+        for name in metric_names(config):
             f.create_dataset(f"metrics/{split}/{name}", data=np.full(shape, np.nan))
     f.create_dataset("done", data=np.zeros(shape, dtype=bool))

@@ -20,6 +20,9 @@ from landscape.results import PathSet
 from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
 
 
+DEFAULT_LOSS_THRESHOLD = 0.1  # without accuracy: same basin below a tenth of the endpoints' mean loss
+
+
 @dataclass(frozen=True)
 class PairReport:
     """Barriers, the basin label and distances of one pair (accuracies in percent, barriers of
@@ -49,8 +52,12 @@ def path_report(
     *,
     threshold: float = DEFAULT_THRESHOLD_PP,
     pretrained: Sequence[CheckpointLike] = (),
+    loss_threshold: float = DEFAULT_LOSS_THRESHOLD,
 ) -> list[PairReport]:
-    """Barriers on train and test, the label from the test accuracy barrier, the L2 distance
+    """Barriers on train and test, the label from the test accuracy barrier (for a file without
+    accuracy, such as an MSE one: from the test loss barrier, same basin when it is below
+    ``loss_threshold`` times the endpoints' mean test loss; the report's ``threshold`` is then
+    that fraction), the L2 distance
     between the endpoints, and each endpoint's distance from its pre-trained checkpoint over the
     backbone (parameters outside the classifier head whose shapes match), found through the
     checkpoints' ``parent`` lineage among ``checkpoints`` and ``pretrained``.
@@ -67,10 +74,13 @@ def path_report(
     out = []
     for p, (i, j) in enumerate(paths.pairs):
         b = {f"{kind}_{split}": barrier(paths.alpha, paths.curve(p, split, metric), kind=kind)
-             if split in paths.metrics else _NAN
+             if split in paths.metrics and metric in paths.metrics[split] else _NAN
              for kind, metric in (("loss", "loss"), ("acc", "acc")) for split in ("train", "test")}
         acc_test = b["acc_test"].height
-        local = same_basin(acc_test, threshold)
+        if paths.has_acc:
+            local, used = same_basin(acc_test, threshold), threshold
+        else:
+            local, used = relative_loss_barrier(paths, p) < loss_threshold, loss_threshold
         out.append(PairReport(
             a=paths.names[i], b=paths.names[j],
             loss_barrier_train=b["loss_train"].height, loss_barrier_train_alpha=b["loss_train"].alpha,
@@ -78,13 +88,24 @@ def path_report(
             acc_barrier_train=b["acc_train"].height, acc_barrier_train_alpha=b["acc_train"].alpha,
             acc_barrier_test=acc_test, acc_barrier_test_alpha=b["acc_test"].alpha,
             same_basin=local, label="same basin" if local else "different basin",
-            threshold=threshold, distance=float(torch.linalg.vector_norm(vecs[i] - vecs[j])),
+            threshold=used, distance=float(torch.linalg.vector_norm(vecs[i] - vecs[j])),
             a_from_pretrained=from_pre[i], b_from_pretrained=from_pre[j],
         ))
     return out
 
 
 _NAN = Barrier(float("nan"), float("nan"))  # a split that was not evaluated
+
+
+def relative_loss_barrier(paths: PathSet, p: int, split: str = "test") -> float:
+    """Pair ``p``'s loss barrier as a fraction of its endpoints' mean loss (NaN if undefined)."""
+    loss = paths.curve(p, split, "loss")
+    ends = [loss[np.flatnonzero(np.isclose(paths.alpha, a))] for a in (0.0, 1.0)]
+    if not all(e.size for e in ends):
+        return float("nan")
+    scale = 0.5 * (float(ends[0][0]) + float(ends[1][0]))
+    height = barrier(paths.alpha, loss, kind="loss").height
+    return height / scale if scale > 0 else float("nan")
 
 
 def _distance_from_pretrained(ckpt: Checkpoint, family: Sequence[Checkpoint],
@@ -130,7 +151,7 @@ def near_chance(acc_percent: float, num_classes: int) -> bool:
 def endpoint_accuracies(paths: PathSet, split: str = "test") -> dict[str, float]:
     """Each checkpoint's accuracy (%) on ``split`` where a path starts or ends at it."""
     out: dict[str, float] = {}
-    if split not in paths.metrics:
+    if split not in paths.metrics or "acc" not in paths.metrics[split]:
         return out
     ends = {0.0: 0, 1.0: 1}
     for p, pair in enumerate(paths.pairs):
