@@ -42,20 +42,25 @@ def test_user_tensors_give_the_numbers_of_the_same_data_through_the_registry(thr
     assert identity["data"] == theirs.config["identity"]["data"]  # the same contents, the same hash
 
 
+def _assert_naive(surface, ckpts, data, bn) -> None:
+    """The surface equals the naive per-point loop over the same checkpoints and data."""
+    layout = ParamLayout.of(ckpts[0].model)
+    basis = three_point_basis(*[layout.flatten(c.model.state_dict()) for c in ckpts])
+    splits = {s: data.dataset(s) for s in ("train", "test")}
+    ref = naive_plane(ckpts[0].model, basis, surface.x, surface.y, splits, bn=bn, bn_train=splits["train"],
+                      buffer_states=[c.model.state_dict() for c in ckpts], batch_size=64)
+    for split in ("train", "test"):
+        np.testing.assert_allclose(surface.loss(split), ref[split]["loss"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(surface.acc(split), ref[split]["acc"], rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("bn", ["recompute", "keep", "interpolate"])
 @pytest.mark.parametrize("strategy", ["loop", "vmap"])
 def test_the_engine_on_user_data_equals_the_naive_reference(three_ckpts, tmp_path, mine, bn, strategy):
     surface = plane(three_ckpts, out=tmp_path / "p.h5", data=mine,
                     config=PlaneConfig(grid=3, bn=bn, engine=strategy, group_size=4, batch_size=64))
     ckpts = [load_checkpoint(p) for p in three_ckpts]
-    layout = ParamLayout.of(ckpts[0].model)
-    basis = three_point_basis(*[layout.flatten(c.model.state_dict()) for c in ckpts])
-    splits = {s: mine.dataset(s) for s in ("train", "test")}
-    ref = naive_plane(ckpts[0].model, basis, surface.x, surface.y, splits, bn=bn, bn_train=splits["train"],
-                      buffer_states=[c.model.state_dict() for c in ckpts], batch_size=64)
-    for split in ("train", "test"):
-        np.testing.assert_allclose(surface.loss(split), ref[split]["loss"], rtol=0, atol=1e-5)
-        np.testing.assert_allclose(surface.acc(split), ref[split]["acc"], rtol=0, atol=1e-4)
+    _assert_naive(surface, ckpts, mine, bn)
     assert np.ptp(surface.loss("test")) > 1e-3
 
 
@@ -130,13 +135,6 @@ def test_a_users_model_on_user_data_equals_the_naive_reference(tmp_path, mine, b
     surface = plane(models, out=tmp_path / "p.h5", data=mine,
                     config=PlaneConfig(grid=3, bn=bn, engine=strategy, group_size=4, batch_size=64))
     ckpts = [as_checkpoint(m, name=n) for n, m in models.items()]
-    layout = ParamLayout.of(ckpts[0].model)
-    basis = three_point_basis(*[layout.flatten(c.model.state_dict()) for c in ckpts])
-    splits = {s: mine.dataset(s) for s in ("train", "test")}
-    ref = naive_plane(ckpts[0].model, basis, surface.x, surface.y, splits, bn=bn, bn_train=splits["train"],
-                      buffer_states=[c.model.state_dict() for c in ckpts], batch_size=64)
-    for split in ("train", "test"):
-        np.testing.assert_allclose(surface.loss(split), ref[split]["loss"], rtol=0, atol=1e-5)
-        np.testing.assert_allclose(surface.acc(split), ref[split]["acc"], rtol=0, atol=1e-4)
+    _assert_naive(surface, ckpts, mine, bn)
     # interpolated BN variances can turn negative beyond the checkpoints (NaN in both): not flat elsewhere
     assert np.nanmax(surface.loss("test")) - np.nanmin(surface.loss("test")) > 1e-3
