@@ -9,3 +9,9 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user: the message says what was expected and how to fix it."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for one-line errors about a user's own code."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else "(no message)"

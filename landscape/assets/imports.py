@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 _MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
@@ -57,7 +57,7 @@ def _load_file(where: str, spec: str):
         loader_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
         del sys.modules[key]
-        raise UserError(f"importing {where} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UserError(f"importing {where} failed: {type(exc).__name__}: {first_line(exc)}") from None
     return module
 
 
@@ -65,9 +65,4 @@ def _load_module(where: str, spec: str):
     try:
         return importlib.import_module(where)
     except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
-        raise UserError(f"importing {where} failed (from {spec}): {type(exc).__name__}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
+        raise UserError(f"importing {where} failed (from {spec}): {type(exc).__name__}: {first_line(exc)}") from None

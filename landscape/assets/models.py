@@ -29,7 +29,7 @@ from torch import nn
 
 from landscape.assets.imports import is_import_path
 from landscape.assets.registry import Registry
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 TIMM_PREFIX = "timm:"
 
@@ -243,17 +243,12 @@ def create_model(arch: str, num_classes: int, *, trust_arch: bool = False, **arc
     except UserError:
         raise
     except TypeError as exc:
-        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {_first_line(exc)}") from None
+        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {first_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
-        raise UserError(f"building model {arch!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise UserError(f"building model {arch!r} failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model {arch!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn.Module:
@@ -271,7 +266,7 @@ def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn
         hint = ("; its timm entrypoint must take **kwargs (timm passes pretrained_cfg), or register it "
                 "with landscape.register_model" if "pretrained_cfg" in str(exc) else "")
         raise UserError(f"timm could not build {name!r} with num_classes={num_classes} and {arch_kwargs}: "
-                        f"{type(exc).__name__}: {_first_line(exc)}{hint}") from None
+                        f"{type(exc).__name__}: {first_line(exc)}{hint}") from None
 
 
 _MODELS.register(TIMM_PREFIX, _create_timm, usage="timm:<name> (e.g. timm:resnet18)")

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from landscape.assets.resident import SPLITS, ArrayDataset, as_tensors
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,8 +135,7 @@ def data_factory(spec: str, load: Callable[[str], Callable[..., Any]]) -> Data:
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
-        text = str(exc).strip().splitlines()
-        raise UserError(f"--data {spec} failed: {type(exc).__name__}: {text[0][:200] if text else ''}") from None
+        raise UserError(f"--data {spec} failed: {type(exc).__name__}: {first_line(exc)}") from None
     if isinstance(made, Data):
         return made
     if isinstance(made, dict) and set(made) <= {"train", "test", "name", "num_classes"}:

@@ -3,7 +3,6 @@ when its identity matches the file's; everything else (device, engine, versions)
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.modules import weights_sha256 as model_sha256
 from landscape.grid.store import FORMAT_VERSION
 
 
@@ -121,8 +121,4 @@ def unique_names(ckpts: Sequence[Checkpoint]) -> list[str]:
 
 def weights_sha256(ckpt: Checkpoint) -> str:
     """A hash of a checkpoint's tensors (names and bytes), for checkpoints given as objects."""
-    h = hashlib.sha256()
-    for k, v in ckpt.model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return "weights:" + h.hexdigest()
+    return model_sha256(ckpt.model)
