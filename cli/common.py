@@ -97,6 +97,17 @@ def bounded_int(minimum: int, expected: str) -> Callable[[str], int]:
     return parse
 
 
+SEED_LIMIT = 2**63  # what torch's and numpy's generators both take (0 <= seed < 2**63)
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in 0 .. 2**63 - 1."""
+    value = bounded_int(0, "a seed, an integer >= 0")(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {value}")
+    return value
+
+
 positive_int = bounded_int(1, "a positive integer")
 non_negative_int = bounded_int(0, "an integer >= 0")
 

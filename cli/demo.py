@@ -12,6 +12,7 @@ import argparse
 import time
 
 from cli.common import add_device
+from cli.outputs import writable_dir
 
 EXAMPLES = """examples:
   landscape demo --out runs/demo
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     config = DemoConfig(**TINY) if args.tiny else DemoConfig()
+    writable_dir(args.out)  # before the first pre-training, not after
     run_demo(args.out, config, device=resolve_device(args.device),
              log=lambda m: print(f"[{time.perf_counter() - start:6.0f}s] {m}", flush=True))
     page, _ = build_report(__import__("pathlib").Path(args.out))

@@ -2,8 +2,11 @@
 
 For every size 1..K: accuracy, NLL, ECE (15 bins), Brier, mean member accuracy, diversity
 (100 * mean over pairs of disagreement / max(err1, err2)) and the uniform soup's accuracy (BN
-recomputed on the train split); with --ood, the same on a corrupted test set. Prints the table
-and writes DIR/ensemble.csv, ensemble.json and ensemble.png (quality against size, all runs).
+recomputed on the train split), the accuracies and the NLL with 95% intervals from a bootstrap
+over test samples (columns <metric>_low, <metric>_high); with --ood, the same on a corrupted
+test set. With several runs, the paired difference of every two runs' accuracy at their largest
+common size, with its interval and verdict. Prints the table and writes DIR/ensemble.csv,
+ensemble.json (with "comparisons") and ensemble.png (quality against size, all runs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ EXAMPLES = """examples:
   landscape ensemble runs/local-de runs/sse runs/starsse --out runs/compare
   landscape ensemble runs/starsse --ood mnist1d-c
   landscape ensemble runs/r50-starsse --ood cifar100c:~/data/CIFAR-100-C --data-root ~/data
+  landscape ensemble runs/mine --data nets/data.py:splits --arch nets/tiny.py:TinyCNN
 """
 
 COLUMNS = ("size", "accuracy", "nll", "ece", "brier", "member_accuracy", "diversity",
@@ -32,21 +36,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="ensemble-report", help="output directory (default: ensemble-report)")
     p.add_argument("--ood", default=None, help="mnist1d-c or cifar100c:PATH")
     p.add_argument("--no-soups", action="store_true", help="skip the uniform soups")
+    p.add_argument("--data", default=None,
+                   help="the runs' data when it is your own (path/to/file.py:factory, as given to train); "
+                        "default: the dataset the runs record")
     p.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    p.add_argument("--arch", default=None,
+                   help="an import-path architecture (path/to/file.py:factory) the members record, allowed "
+                        "to be imported to load them (for soups and --ood)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ensembles.evaluate import evaluate
+    from ensembles.evaluate import compare, evaluate
     from landscape import resolve_device
     from landscape.atomic import write_json
     from viz import plot_size_curves, save_figure
 
     device = resolve_device(args.device)
-    reports = [evaluate(r, soups=not args.no_soups, ood=args.ood, data_root=args.data_root,
-                        device=device) for r in args.runs]
+    reports = [evaluate(r, soups=not args.no_soups, ood=args.ood, data=args.data, data_root=args.data_root,
+                        device=device, arch=args.arch) for r in args.runs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [rec for rep in reports for rec in rep.table()]
@@ -54,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
         print(_format(rep.name, rep.method, rep.table()))
     for run, rep in zip(args.runs, reports):
         _warn_if_near_chance(run, rep)
+    comparisons = compare(reports) if len(reports) > 1 else []
+    for c in comparisons:
+        print(f"{c['a']} minus {c['b']} at size {c['size']}: accuracy {c['accuracy']['text']} "
+              f"({c['accuracy']['verdict']} that {c['a']} is better)")
     write_csv(out / "ensemble.csv", records)
-    write_json(out / "ensemble.json", {"runs": [_json(rep) for rep in reports], "ood": args.ood},
-               indent=2, strict=True)
+    write_json(out / "ensemble.json", {"runs": [rep.to_dict() for rep in reports], "ood": args.ood,
+                                       "comparisons": comparisons}, indent=2, strict=True)
+    drawn = ("accuracy", "soup_accuracy", "ood_accuracy", "ood_soup_accuracy")
     series = {rep.name: {k: [r[k] for r in rep.table() if k in r]
-                         for k in ("accuracy", "soup_accuracy", "ood_accuracy",
-                                   "ood_soup_accuracy")}
+                         for m in drawn for k in (m, f"{m}_low", f"{m}_high")}
               for rep in reports}
     save_figure(plot_size_curves(series, ("accuracy", "soup_accuracy", "ood_accuracy",
                                           "ood_soup_accuracy")), out / "ensemble.png")
@@ -88,20 +102,9 @@ def write_csv(path: str | os.PathLike, records: list[dict]) -> None:
         writer.writerows(records)
 
 
-def _json(rep) -> dict:
-    from dataclasses import asdict
-
-    doc = asdict(rep)
-    doc["table"] = rep.table()
-    return doc
-
-
 def _warn_if_near_chance(run: str, rep) -> None:
     """The members' mean test accuracy near chance: the inputs probably do not match."""
-    import numpy as np
-
-    from ensembles.rundir import RunDir
     from landscape.surfaces.basins import chance_warnings
 
-    classes = np.load(RunDir(run).probs_path(1), mmap_mode="r").shape[1]  # (N, classes) probabilities
+    classes = rep.classes
     warn(chance_warnings({f"the members of {rep.name} (mean)": rep.rows[-1].member_accuracy}, classes))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.common import add_arch_for_pt, add_data, add_device, csv_names, non_negative_int, positive_int
+from cli.common import add_arch_for_pt, add_data, add_device, csv_names, non_negative_int, positive_int, seed_int
 from landscape.assets.images import INTERPOLATIONS, ImageTransform
 from landscape.assets.resident import DATA_ON
 from landscape.engine.numerics import PRECISIONS
@@ -18,7 +18,7 @@ def add_grid_flags(p: argparse.ArgumentParser, *, seed_help: str, output: str) -
     names the results file (for --overwrite)."""
     add_data(p)
     add_image_flags(p)
-    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_help} (default 0)")
     p.add_argument("--bn", default=None,
                    help="BN policy: recompute (default for BN models), interpolate or keep")
     p.add_argument("--bn-batch-size", type=positive_int, default=128,
@@ -69,6 +69,12 @@ def image_transform(args: argparse.Namespace) -> ImageTransform | None:
     values = dict(size=args.img_size, resize=args.img_resize, mean=args.mean, std=args.std,
                   channels=args.img_channels, interpolation=args.interpolation)
     return ImageTransform(**values) if any(v is not None for v in values.values()) else None
+
+
+def image_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The image flags given, as a run configuration records them (``RunConfig.image``)."""
+    tf = image_transform(args)
+    return None if tf is None else {k: v for k, v in tf.to_dict().items() if v is not None}
 
 
 def float_list(text: str) -> tuple[float, ...]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from landscape.results import PathSet, Surface
 
 from cli.common import add_arch_for_pt, load_kwargs
 
@@ -22,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint or a surface file",
                        description=__doc__, epilog=EXAMPLES)
     p.add_argument("file", help="checkpoint (.safetensors, .pt, .pth, .bin, .ckpt: its tensors, "
-                   "and with metadata or --arch its model) or .h5 surface file")
+                   "and with metadata or --arch its model) or .h5 surface or paths file (also while it is "
+                   "being computed: its progress so far and the process writing it)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     add_arch_for_pt(p)
     p.set_defaults(run=run)
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UserError(f"{path} does not exist")
     if path.suffix in (".h5", ".hdf5"):
-        doc = _paths_info(path) if _kind(path) == "paths" else _surface_info(path)
+        doc = _results_info(path)
     else:
         doc = _checkpoint_info(args)
     if args.json:  # standard JSON: NaN and inf as null
@@ -75,47 +80,41 @@ def _checkpoint_info(args: argparse.Namespace) -> dict:
     return doc
 
 
-def _surface_info(path: Path) -> dict:
+def _results_info(path: Path) -> dict:
+    """A surface or paths file's grid, progress and ranges; while a process writes it, its
+    progress so far (from its journal) and which process that is."""
+    from landscape.grid.lock import WriterLock
+    from landscape.grid.reading import read_results
+    from landscape.results import Surface
+
+    result = read_results(path)
+    doc = _surface_info(result) if isinstance(result, Surface) else _paths_info(result)
+    writer = WriterLock(path).holder()
+    if writer is not None:
+        doc["writing"] = writer
+    return doc
+
+
+def _ranges(result: Surface | PathSet) -> dict:
     import numpy as np
 
-    from landscape import read_surface
+    return {split: {m: [float(np.nanmin(v)), float(np.nanmax(v))] if np.isfinite(v).any() else None
+                    for m, v in result.metrics[split].items()}
+            for split in result.splits}
 
-    s = read_surface(path)
-    ranges = {
-        split: {m: [float(np.nanmin(v)), float(np.nanmax(v))] if np.isfinite(v).any() else None
-                for m, v in s.metrics[split].items()}
-        for split in s.splits
-    }
-    return {"kind": "surface", "path": str(path), "grid": [int(s.y.size), int(s.x.size)],
+
+def _surface_info(s: Surface) -> dict:
+    return {"kind": "surface", "path": str(s.path), "grid": [int(s.y.size), int(s.x.size)],
             "x": [float(s.x[0]), float(s.x[-1])], "y": [float(s.y[0]), float(s.y[-1])],
-            "done": f"{int(s.done.sum())}/{s.done.size}", "ranges": ranges,
+            "done": f"{int(s.done.sum())}/{s.done.size}", "ranges": _ranges(s),
             "points": {k: vars(v) for k, v in s.points.items()}, "config": s.config}
 
 
-def _kind(path: Path) -> str | None:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("kind")
-    except OSError:
-        return None  # read_surface reports the unreadable file
-
-
-def _paths_info(path: Path) -> dict:
-    import numpy as np
-
-    from landscape import read_paths
-
-    ps = read_paths(path)
-    return {"kind": "paths", "path": str(path), "names": ps.names,
+def _paths_info(ps: PathSet) -> dict:
+    return {"kind": "paths", "path": str(ps.path), "names": ps.names,
             "pairs": [ps.pair_name(p) for p in range(len(ps.pairs))],
             "alpha": [float(ps.alpha[0]), float(ps.alpha[-1]), int(ps.alpha.size)],
-            "done": f"{int(ps.done.sum())}/{ps.done.size}",
-            "ranges": {s: {m: [float(np.nanmin(v)), float(np.nanmax(v))]
-                           if np.isfinite(v).any() else None for m, v in ps.metrics[s].items()}
-                       for s in ps.splits},
-            "config": ps.config}
+            "done": f"{int(ps.done.sum())}/{ps.done.size}", "ranges": _ranges(ps), "config": ps.config}
 
 
 def _text(doc: dict, indent: int = 0) -> str:

@@ -1,7 +1,7 @@
 """The ``landscape`` command: thin subcommands over the library.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 3 interrupted by Ctrl-C
-or SIGTERM (rerun the same command to resume), 1 internal error.
+or SIGTERM (rerun the same command to resume; finetune and pretrain start again), 1 internal error.
 """
 
 from __future__ import annotations
@@ -124,9 +124,16 @@ def _bad_input(exc: Exception) -> str | None:
     return None
 
 
+ONE_PIECE = ("finetune", "pretrain")  # commands that write one model at the end: nothing to resume
+
+
 def _interrupted(command: str) -> int:
-    print(f"\nlandscape {command}: interrupted; finished work is saved, rerun the same command "
-          "to resume", file=sys.stderr)
+    if command in ONE_PIECE:
+        print(f"\nlandscape {command}: interrupted before the model was written; rerun the command to train "
+              "it again from the start (it does not resume)", file=sys.stderr)
+    else:
+        print(f"\nlandscape {command}: interrupted; finished work is saved, rerun the same command "
+              "to resume", file=sys.stderr)
     return 3
 
 

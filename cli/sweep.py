@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.common import add_data, add_device, finite_float, positive_int
+from cli.common import add_data, add_device, finite_float, positive_int, seed_int
 from cli.train import add_recipe
 
 EXAMPLES = """examples:
@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=finite_float, default=None)
     p.add_argument("--wd", type=finite_float, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     add_recipe(p)
     p.add_argument("--arch", default=None, help="architecture of a plain .pt pre-trained file")
     p.add_argument("--num-classes", type=positive_int, default=None,

@@ -18,7 +18,18 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import add_data, add_device, fetch_data, finite_float, positive_int, process_group
+from cli.common import (
+    add_arch_for_pt,
+    add_data,
+    add_device,
+    fetch_data,
+    finite_float,
+    positive_int,
+    process_group,
+    seed_int,
+)
+from cli.grid_flags import add_image_flags, image_settings
+from cli.outputs import writable_dir
 
 EXAMPLES = """examples:
   landscape train --method local-de --pretrained pre.safetensors --members 5 --epochs 10 --lr 0.02 --out runs/local-de
@@ -38,6 +49,10 @@ EXAMPLES = """examples:
       --laplace-prior-precision 20 --out runs/kfac-laplace
   landscape train --method spro --pretrained pre.safetensors --preset mnist1d --spro-vertices 3 \\
       --spro-volume-reg 0.01 --out runs/spro
+  landscape train --method local-de --pretrained lightning.ckpt --arch nets/tiny.py:TinyCNN \\
+      --num-classes 10 --strip-prefix model. --data nets/data.py:splits --members 3 --out runs/mine
+  landscape train --method local-de --pretrained r18.pth --arch timm:resnet18 --num-classes 1000 \\
+      --data imagefolder:data/flowers --img-size 128 --members 3 --out runs/flowers
 """
 
 DEFAULTS = {"data": "mnist1d", "members": 5, "epochs": 10, "lr": 0.02, "wd": 5e-4,
@@ -112,13 +127,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycle-lr", type=finite_float, default=None,
                    help="SSE/StarSSE: learning rate at the start of each later cycle; fge: peak LR "
                         "alpha_1; csgld: alpha_0; swag: SWA LR; spro: LR of the new vertices")
-    p.add_argument("--seed", type=int, default=0, help="member i uses seed + i - 1 (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="member i uses seed + i - 1 (default 0)")
     add_recipe(p)
     add_local_methods(p)
-    g = p.add_argument_group("plain .pt/.pth pre-trained state dicts (no metadata)")
-    g.add_argument("--arch", default=None, help="architecture, e.g. timm:resnet50")
-    g.add_argument("--num-classes", type=positive_int, default=None,
-                   help="classes of the pre-trained head (e.g. 1000)")
+    add_image_flags(p)
+    add_arch_for_pt(p)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a run directory trained with another configuration")
@@ -155,9 +168,13 @@ def run(args: argparse.Namespace) -> int:
     s = settings(args)
     config = RunConfig.from_flat(args.method, tuple(args.pretrained), seed=args.seed,
                                  pretrained_arch=args.arch, pretrained_num_classes=args.num_classes,
+                                 pretrained_arch_kwargs=args.arch_kwargs,
+                                 pretrained_state_dict_key=args.state_dict_key,
+                                 pretrained_strip_prefix=args.strip_prefix, image=image_settings(args),
                                  **method_options(args), **s)
     with process_group(args.device) as (group, device):
         if group.is_main:
+            writable_dir(args.out)  # before any training
             fetch_data(args, s["data"])
         group.barrier()
         result = train(config, args.out, data_root=args.data_root, device=device,
@@ -166,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for m in result.members:
         lr = f" at lr {m['lr']:g}" if m.get("lr") is not None else ""
-        print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs{lr}, "
-              f"test acc {m['test_acc']:.2f}%")
+        acc = "nan" if m.get("test_acc") is None else f"{m['test_acc']:.2f}"  # a NaN is recorded as null
+        print(f"member {m['index']}: from {m['start']}, {m['epochs']} epochs{lr}, test acc {acc}%")
     manifest = RunDir(args.out).manifest_path.name
     print(f"wrote {args.out}/{manifest} and {len(result.members)} members")
     return 0

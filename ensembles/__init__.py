@@ -10,7 +10,7 @@ Example:
 """
 
 from ensembles.config import RunConfig
-from ensembles.evaluate import RunReport, evaluate
+from ensembles.evaluate import RunReport, compare, evaluate
 from ensembles.manifest import Run, read_run
 from ensembles.methods import (
     LOCAL_METHODS,
@@ -45,6 +45,7 @@ __all__ = [
     "TrainResult",
     "accuracy",
     "brier",
+    "compare",
     "cosine_lr",
     "diversity",
     "ece",

@@ -34,10 +34,13 @@ def _last(tables, run: str, key: str) -> float | None:
 
 
 def _consecutive(pair_rows) -> list[Mapping[str, Any]]:
-    def idx(name: str) -> int:
-        return int(name.rsplit("-", 1)[-1])
+    """The pairs of snapshots k and k + 1 (names ending in ``-<k>``; other names are left out)."""
+    def idx(name: str) -> int | None:
+        tail = name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isascii() and tail.isdigit() else None
 
-    return [p for p in pair_rows if idx(p["b"]) - idx(p["a"]) == 1]
+    steps = ((idx(p["a"]), idx(p["b"]), p) for p in pair_rows)
+    return [p for a, b, p in steps if a is not None and b is not None and b - a == 1]
 
 
 def _drop_in_the_middle(tables, pairs):

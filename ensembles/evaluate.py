@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
 
-from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
+from ensembles.inputs import training_transform
 from ensembles.manifest import Run, read_run
+from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
 from ensembles.soup import uniform_soup
 from ensembles.training import predict_probs
-from landscape.assets.modules import load_checkpoint
-from landscape.assets.datasets import load_dataset
+from ensembles.uncertainty import Interval, correct, mean_interval, paired_difference, resample_indices, sample_nll
+from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
+from landscape.assets.modules import CheckpointLike, allowing_archs, as_checkpoints, load_checkpoint
 from landscape.assets.ood import ood_set
 from landscape.assets.resident import ArrayDataset, as_tensors
+from landscape.assets.resolve import dataset_name
+from landscape.assets.userdata import Data
+from landscape.errors import UserError
 from landscape.progress import progress
 
 
@@ -32,6 +39,12 @@ class RunReport:
         ood_rows: metrics averaged over every corruption and severity, per size.
         ood_by_corruption: per corruption (averaged over severities), per size.
         ood_soup_accuracy: the soups' accuracy averaged over corruptions and severities.
+        classes: the number of classes of the data.
+        intervals: per size, the 95% bootstrap intervals over test samples of ``accuracy``,
+            ``nll`` and ``soup_accuracy`` (``ensembles.uncertainty``).
+        correct: per size, the ensemble's (N,) per-sample correctness on the test set, and
+            ``soup_correct`` the soups': what paired comparisons of runs resample
+            (``compare``); left out of ``to_dict``.
     """
 
     name: str
@@ -41,6 +54,18 @@ class RunReport:
     ood_rows: list[EnsembleRow] = field(default_factory=list)
     ood_by_corruption: dict[str, list[EnsembleRow]] = field(default_factory=dict)
     ood_soup_accuracy: list[float] = field(default_factory=list)
+    intervals: list[dict[str, Interval]] = field(default_factory=list)
+    classes: int | None = None
+    correct: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+    soup_correct: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, with its ``table``, without the per-sample arrays."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("correct", "soup_correct")}
+        doc = asdict(RunReport(**doc))
+        del doc["correct"], doc["soup_correct"]
+        doc["table"] = self.table()
+        return doc
 
     def table(self) -> list[dict]:
         """One flat record per ensemble size (for CSV/JSON)."""
@@ -54,50 +79,158 @@ class RunReport:
                             if k != "size"})
             if self.ood_soup_accuracy:
                 rec["ood_soup_accuracy"] = self.ood_soup_accuracy[i]
+            for key, iv in (self.intervals[i] if self.intervals else {}).items():
+                rec[f"{key}_low"], rec[f"{key}_high"] = iv.low, iv.high
             out.append(rec)
         return out
 
 
 def evaluate(
-    run: str | os.PathLike | Run,
+    run: str | os.PathLike | Run | Sequence[CheckpointLike],
     *,
     soups: bool = True,
     ood: str | None = None,
+    data: str | Data | None = None,
     data_root: str | None = None,
     device: str | torch.device = "cpu",
     bn_batch_size: int = 128,
+    name: str = "members",
+    arch: str | None = None,
+    bootstrap_seed: int = 0,
 ) -> RunReport:
-    """Judge a run directory: ensemble metrics by size from the saved test probabilities, plus
-    uniform soups (BN recomputed on the train split) and an OOD set when asked.
+    """Judge an ensemble by size 1..K: ensemble metrics from the test probabilities, plus uniform
+    soups (BN recomputed on the train split) and an OOD set when asked.
+
+    Args:
+        run: a run directory (its saved test probabilities are used), or the members themselves:
+            checkpoint files, ``Checkpoint``s or your own ``nn.Module`` objects of one
+            architecture, in ensemble order.
+        data: the dataset (a name, ``path/to/file.py:factory`` or ``landscape.Data``); default:
+            the one the run (or the members' metadata) records. A run trained on your own data
+            needs it again here.
+        name: the report's name for members given as objects (a run is named by its folder).
+        bootstrap_seed: seeds the test-sample resampling of the intervals (the same seed and
+            test set give the same resamples, so that reports compare paired).
+        arch: an import-path architecture (``path/to/file.py:factory``) the members' files may
+            record and that may be imported to load them (``landscape.trust_arch``).
 
     Example:
         >>> report = evaluate("runs/starsse", ood="mnist1d-c")
         >>> report.rows[-1].accuracy, report.soup_accuracy[-1]
+        >>> evaluate([m1, m2, m3], data=landscape.Data(train=..., test=...), soups=False)
     """
-    run = run if isinstance(run, Run) else read_run(run)
-    if not run.members:
-        from landscape.errors import UserError
-
-        raise UserError(f"{run.path} has no finished members yet")
-    data = run.config.data
-    _, labels = as_tensors(load_dataset(data, "test", data_root))
-    labels = labels.numpy()
-    rows = ensemble_rows(run.test_probs(), labels)
-    report = dict(name=run.path.name, method=run.config.method, rows=rows)
-    need_models = soups or ood is not None
-    models = [load_checkpoint(run.checkpoint_path(m["index"]), device=device).model
-              for m in run.members] if need_models else []
+    with allowing_archs(arch):
+        members = _members(run, data, name)
+        need_models = soups or ood is not None or members.probs is None
+        ckpts = members.load(device) if need_models else []
+    image = training_transform(ckpts[0], members.data, None) if ckpts else None  # as they were trained
+    test = load_dataset(members.data, "test", data_root, image=image)
+    labels = as_tensors(test)[1].numpy()
+    classes = dataset_info(members.data).num_classes
+    models = [c.model.to(device) for c in ckpts]
+    probs = members.probs(len(labels), classes) if members.probs is not None else \
+        [predict_probs(m, test, device) for m in models]
+    report = dict(name=members.name, method=members.method, rows=ensemble_rows(probs, labels), classes=classes)
+    report["correct"] = [correct(np.mean(probs[:k], axis=0), labels) for k in range(1, len(probs) + 1)]
+    scores = {"accuracy": report["correct"], "nll": [sample_nll(np.mean(probs[:k], axis=0), labels)
+                                                     for k in range(1, len(probs) + 1)]}
     soup_models = []
     if soups:
-        bn_inputs = as_tensors(load_dataset(data, "train", data_root))[0]
+        bn_inputs = as_tensors(load_dataset(members.data, "train", data_root, image=image))[0]
         soup_models = [uniform_soup(models[:k], bn_inputs, bn_batch_size=bn_batch_size)
                        .to(device) for k in range(1, len(models) + 1)]
-        test = load_dataset(data, "test", data_root)
-        report["soup_accuracy"] = [accuracy(predict_probs(s, test, device), labels)
-                                   for s in soup_models]
+        report["soup_correct"] = [correct(predict_probs(s, test, device), labels) for s in soup_models]
+        report["soup_accuracy"] = [100.0 * float(c.mean()) for c in report["soup_correct"]]
+        scores["soup_accuracy"] = report["soup_correct"]
+    report["intervals"] = _intervals(scores, len(labels), bootstrap_seed)
     if ood is not None:
         report.update(_ood(models, soup_models, ood, data_root, device))
     return RunReport(**report)
+
+
+@dataclass(frozen=True)
+class Members:
+    """What ``evaluate`` judges: the data's name, the report's name and method, the saved test
+    probabilities of a run, read for a test set of (rows, classes) (None: computed from the
+    models) and how to load the models."""
+
+    data: str
+    name: str
+    method: str
+    probs: Callable[[int, int], list[np.ndarray]] | None
+    load: Callable[[Any], list[Checkpoint]]
+
+
+def _members(run, data, name: str) -> Members:
+    if isinstance(run, (str, os.PathLike, Run)):
+        run = run if isinstance(run, Run) else read_run(run)
+        if not run.members:
+            raise UserError(f"{run.path} has no finished members yet")
+        recorded = run.config.data
+        data = _same_data(data, recorded, run.path)
+
+        def probs(rows: int, classes: int) -> list[np.ndarray]:
+            return run.test_probs(rows=rows, classes=classes)
+
+        def load(device) -> list[Checkpoint]:  # each checked against its record's sha256
+            return [load_checkpoint(run.checkpoint_path(m["index"]), device=device) for m in run.members]
+
+        return Members(data, run.path.name, run.config.method, probs, load)
+    ckpts = as_checkpoints(list(run))
+    if not ckpts:
+        raise UserError("evaluate needs a run directory or at least one member")
+    recorded = {c.meta.dataset for c in ckpts if c.meta.dataset}
+    if data is None and len(recorded) != 1:
+        raise UserError("the members do not record one dataset; pass data=")
+    data = dataset_name(data if data is not None else recorded.pop())
+    return Members(data, name, "members", None, lambda device: ckpts)
+
+
+def _same_data(data, recorded: str, where) -> str:
+    """The run's dataset, or ``data`` registered again (your own data) when it is that one."""
+    if data is None:
+        if not is_dataset_name(recorded):
+            raise UserError(f"{where} was trained on data {recorded!r} that is not a registered dataset (your own?); "
+                            "pass it again with --data path/to/file.py:factory (data=...)")
+        return recorded
+    name = dataset_name(data)
+    if name != recorded:
+        raise UserError(f"{where} was trained on {recorded!r}, not {name!r}; pass its own data")
+    return name
+
+
+def _intervals(scores: dict[str, list[np.ndarray]], n: int, seed: int) -> list[dict[str, Interval]]:
+    """Per size, each score's mean (percent for correctness) with its bootstrap interval."""
+    idx = resample_indices(n, seed=seed)
+    sizes = len(scores["accuracy"])
+    return [{key: mean_interval(values[k], idx, scale=1.0 if key == "nll" else 100.0)
+             for key, values in scores.items()} for k in range(sizes)]
+
+
+def compare(reports: Sequence[RunReport], size: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Paired differences of test accuracy between runs judged on one test set: for every pair
+    (a, b) at ensemble ``size`` (default: the largest both have), ``a - b`` in percent points with
+    its bootstrap interval over the same resampled test samples, and whether it says a is better
+    (``verdict`` of "a beats b": supported, contradicted or inconclusive); the same for soups.
+
+    Raises:
+        UserError: reports of different test sets.
+    """
+    out = []
+    for i, a in enumerate(reports):
+        for b in reports[i + 1:]:
+            if len(a.correct[0]) != len(b.correct[0]):
+                raise UserError(f"{a.name} and {b.name} were judged on different test sets; compare runs of one dataset")
+            k = min(size or len(a.correct), len(a.correct), len(b.correct))
+            idx = resample_indices(len(a.correct[0]), seed=seed)
+            rec: dict[str, Any] = {"a": a.name, "b": b.name, "size": k}
+            pairs = [("accuracy", a.correct, b.correct), ("soup_accuracy", a.soup_correct, b.soup_correct)]
+            for key, ca, cb in pairs:
+                if len(ca) >= k and len(cb) >= k:
+                    diff = paired_difference(ca[k - 1], cb[k - 1], idx)
+                    rec[key] = {**diff.to_dict(), "verdict": diff.verdict("greater"), "text": diff.format()}
+            out.append(rec)
+    return out
 
 
 def _ood(models, soup_models, spec: str, data_root, device) -> dict:

@@ -16,14 +16,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ensembles.inputs import check_fits, image_record, training_transform
 from ensembles.recipe import Recipe, Stepper
 from ensembles.schedules import cosine_lr
 from landscape.assets.checkpoint import CheckpointMeta
 from landscape.assets.datasets import dataset_info, load_dataset
-from landscape.assets.resident import ArrayDataset, as_tensors
-from landscape.errors import UserError
-from landscape.assets.models import create_model, reset_head
+from landscape.assets.heads import reset_head
+from landscape.assets.images import ImageTransform
+from landscape.assets.models import build_model
 from landscape.assets.modules import CheckpointLike, as_checkpoint
+from landscape.assets.resident import ArrayDataset, as_tensors
+from landscape.assets.resolve import dataset_name, model_transform
+from landscape.assets.userdata import Data
+from landscape.errors import UserError
 from landscape.progress import progress
 
 
@@ -54,6 +59,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise UserError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            raise UserError(f"seed must be an integer in 0 .. 2**63 - 1, got {self.seed!r}")
         if not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr!r}")
         if not self.wd >= 0:
@@ -96,60 +103,72 @@ class TrainResult:
 
 def pretrain(
     arch: str,
-    data: str,
+    data: str | Data,
     config: TrainConfig,
     *,
     arch_kwargs: dict | None = None,
     data_root: str | None = None,
     device: str | torch.device = "cpu",
+    image: ImageTransform | None = None,
 ) -> TrainResult:
-    """Train ``arch`` from a seeded random initialisation on ``data``.
+    """Train ``arch`` from a seeded random initialisation on ``data`` (a dataset name or your
+    own ``landscape.Data``, see ``landscape.assets.resolve.dataset_name``). ``image``: an image
+    dataset's transform settings (unset ones from the dataset's and the model's defaults); the
+    transform used is recorded in the checkpoint (``meta.extra["image"]``).
 
     Example:
         >>> res = pretrain("mnist1d_cnn", "mnist1d-source", TrainConfig(epochs=15, lr=0.05))
     """
+    data = dataset_name(data)
     info = dataset_info(data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = create_model(arch, info.num_classes, trust_arch=True, **(arch_kwargs or {}))  # the caller named it
+        model = build_model(arch, info.num_classes, arch_kwargs, trust_arch=True)  # the caller named it
+    transform = model_transform(data, image, arch=arch, model=model, arch_kwargs=arch_kwargs)
     meta = CheckpointMeta(arch, info.num_classes, dict(arch_kwargs or {}), data,
                           method="pretrain", seed=config.seed, epochs=config.epochs,
-                          extra={"lr": config.lr, "wd": config.wd})
-    return _fit(model, meta, data, config, data_root, device, desc="pretrain")
+                          extra={"lr": config.lr, "wd": config.wd, **image_record(transform)})
+    return _fit(model, meta, data, config, data_root, device, desc="pretrain", image=transform)
 
 
 def finetune(
     pretrained: CheckpointLike,
-    data: str,
+    data: str | Data,
     config: TrainConfig,
     *,
     data_root: str | None = None,
     device: str | torch.device = "cpu",
     method: str = "finetune",
     member: int | None = None,
+    image: ImageTransform | None = None,
 ) -> TrainResult:
     """Fine-tune all layers of ``pretrained`` (a ``Checkpoint``, a file, or your own ``nn.Module``,
-    see ``landscape.as_checkpoint``) on ``data`` with a fresh head seeded by config.seed.
+    see ``landscape.as_checkpoint``) on ``data`` (a dataset name or ``landscape.Data``) with a
+    fresh head seeded by config.seed. ``image`` as in ``pretrain`` (a ``timm:`` model's defaults
+    come from its pretrained configuration).
 
     Example:
         >>> pre = load_checkpoint("pre.safetensors")
         >>> res = finetune(pre, "mnist1d", TrainConfig(epochs=20, lr=0.02, seed=1))
     """
+    data = dataset_name(data)
     info = dataset_info(data)
     pretrained = as_checkpoint(pretrained)
     model = copy.deepcopy(pretrained.model)
     reset_head(model, info.num_classes, seed=config.seed)
+    transform = training_transform(pretrained, data, image)
     meta = CheckpointMeta(
         pretrained.meta.arch, info.num_classes, dict(pretrained.meta.arch_kwargs), data,
         method=method, member=member, seed=config.seed, epochs=config.epochs,
-        parent=pretrained.sha256, extra={"lr": config.lr, "wd": config.wd},
+        parent=pretrained.sha256, extra={"lr": config.lr, "wd": config.wd, **image_record(transform)},
     )
-    return _fit(model, meta, data, config, data_root, device, desc=f"finetune seed {config.seed}")
+    return _fit(model, meta, data, config, data_root, device, desc=f"finetune seed {config.seed}",
+                image=transform)
 
 
-def _fit(model, meta, data, config, data_root, device, *, desc) -> TrainResult:
-    fitted = fit(model, data, config, data_root=data_root, device=device, desc=desc)
-    acc = evaluate_accuracy(fitted.model, load_dataset(data, "test", data_root), device)
+def _fit(model, meta, data, config, data_root, device, *, desc, image) -> TrainResult:
+    fitted = fit(model, data, config, data_root=data_root, device=device, desc=desc, image=image)
+    acc = evaluate_accuracy(fitted.model, load_dataset(data, "test", data_root, image=image), device)
     return TrainResult(fitted.model.cpu(), meta, acc)
 
 
@@ -170,11 +189,14 @@ def fit(
     data_root: str | None = None,
     device: str | torch.device = "cpu",
     desc: str = "train",
+    image: ImageTransform | None = None,
 ) -> FitResult:
     """Train a copy of ``model`` for ``config.epochs`` epochs with a fresh SGD optimizer
-    (empty momentum) and the per-epoch cosine schedule from ``config.lr``."""
+    (empty momentum) and the per-epoch cosine schedule from ``config.lr``; ``image``: an image
+    dataset's (complete) transform, under the training augmentation."""
     model = copy.deepcopy(model).to(device)
-    train_set = load_dataset(data, "train", data_root, train_transform=True)
+    train_set = load_dataset(data, "train", data_root, train_transform=True, image=image)
+    check_fits(model, train_set, data, device)
     opt = make_optimizer(model, config)
     recipe = Recipe(dataset_info(data).num_classes, config.label_smoothing, config.mixup,
                     config.cutmix, config.grad_clip, config.amp)

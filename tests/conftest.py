@@ -51,13 +51,21 @@ def three_ckpts(tmp_path_factory) -> list:
 
 @pytest.fixture(autouse=True)
 def _registries_restored():
-    """What a test registers (models, datasets) is gone after it: tests must not see each other's."""
+    """What a test registers (models, datasets, trusted archs, user data) is gone after it: tests
+    must not see each other's."""
     from landscape.assets import datasets as datasets_mod
     from landscape.assets import models as models_mod
+    from landscape.assets import modules as modules_mod
+    from landscape.assets import resolve as resolve_mod
 
     registries = [datasets_mod._DATASETS, models_mod._MODELS]
     saved = [(dict(r._entries), dict(r._usages)) for r in registries]
+    trusted, user_data = set(modules_mod._TRUSTED), dict(resolve_mod._USER_DATA)
     yield
+    modules_mod._TRUSTED.clear()
+    modules_mod._TRUSTED.update(trusted)
+    resolve_mod._USER_DATA.clear()
+    resolve_mod._USER_DATA.update(user_data)
     for r, (entries, usages) in zip(registries, saved):
         r._entries.clear()
         r._entries.update(entries)

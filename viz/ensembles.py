@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from viz.views import LITERAL, literal_legend
+
 _TITLES = {
     "accuracy": "ensemble accuracy (%)",
     "soup_accuracy": "uniform soup accuracy (%)",
@@ -28,7 +30,8 @@ def plot_size_curves(
     """One panel per metric; one line per run, value against ensemble size 1..K.
 
     Args:
-        series: ``series[run_name][metric]`` is the metric for sizes 1..K of that run.
+        series: ``series[run_name][metric]`` is the metric for sizes 1..K of that run, and
+            ``<metric>_low`` / ``<metric>_high`` where given its interval (drawn as a band).
             Metrics a run lacks are skipped for that run.
         metrics: which metrics to draw, left to right.
 
@@ -43,16 +46,23 @@ def plot_size_curves(
         raise ValueError(f"none of the runs has the metrics {list(metrics)}")
     fig = Figure(figsize=(4.6 * len(present), 3.8), layout="constrained")
     axes = fig.subplots(1, len(present), squeeze=False)[0]
+    first = {}  # the lines of the first panel, by run name: the legend's
     for ax, metric in zip(axes, present):
         for name, values in series.items():
             v = np.asarray(values.get(metric, ()), dtype=float)
             if v.size:
-                ax.plot(np.arange(1, v.size + 1), v, marker="o", label=name)
-        ax.set_title(_TITLES.get(metric, metric))
+                line = ax.plot(np.arange(1, v.size + 1), v, marker="o", label=name)[0]
+                low, high = values.get(f"{metric}_low"), values.get(f"{metric}_high")
+                if low is not None and high is not None and len(low) == v.size == len(high):
+                    ax.fill_between(np.arange(1, v.size + 1), np.asarray(low, dtype=float),
+                                    np.asarray(high, dtype=float), color=line.get_color(), alpha=0.2, lw=0)
+                if ax is axes[0]:
+                    first[name] = line
+        ax.set_title(_TITLES.get(metric, metric), **LITERAL)
         ax.set_xlabel("ensemble size")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].legend(fontsize=9)
+    literal_legend(axes[0], first.values(), first.keys(), fontsize=9)
     return fig
 
 
@@ -76,9 +86,9 @@ def plot_sweep_heatmap(
     im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", origin="lower", aspect="auto")
     ax.set_xticks(range(len(col_values)), [f"{v:g}" for v in col_values])
     ax.set_yticks(range(len(row_values)), [f"{v:g}" for v in row_values])
-    ax.set_xlabel(col_label)
-    ax.set_ylabel(row_label)
-    ax.set_title(title)
+    ax.set_xlabel(col_label, **LITERAL)
+    ax.set_ylabel(row_label, **LITERAL)
+    ax.set_title(title, **LITERAL)
     finite = values[np.isfinite(values)]
     mid = float(finite.mean()) if finite.size else 0.0
     for (i, j), v in np.ndenumerate(values):

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape.results import PathSet
+from viz.views import LITERAL, literal_legend
 
 _LABELS = {"loss": "loss", "acc": "accuracy (%)"}
 
@@ -32,18 +33,20 @@ def plot_paths(paths: PathSet, *, metrics: Sequence[str] = ("loss", "acc"),
     chosen = list(range(len(paths.pairs))) if pairs is None else list(pairs)
     fig = Figure(figsize=(4.8 * len(splits), 3.4 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), len(splits), squeeze=False)
+    lines = {}
     for r, metric in enumerate(metrics):
         for c, split in enumerate(splits):
             ax = axes[r][c]
             for p in chosen:
                 y = np.where(paths.done[p], paths.curve(p, split, metric), np.nan)
-                ax.plot(paths.alpha, y, marker=".", label=paths.pair_name(p))
+                line = ax.plot(paths.alpha, y, marker=".", label=paths.pair_name(p))[0]
+                lines.setdefault(p, line)
             for a in (0.0, 1.0):
                 ax.axvline(a, color="0.6", ls=":", lw=1)
-            ax.set_title(f"{split} {_LABELS.get(metric, metric)}")
+            ax.set_title(f"{split} {_LABELS.get(metric, metric)}", **LITERAL)
             ax.set_xlabel("alpha")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    literal_legend(axes[0][0], lines.values(), [paths.pair_name(p) for p in lines], fontsize=8)
     return fig
 
 
@@ -57,9 +60,9 @@ def plot_barrier_matrix(names: Sequence[str], matrix: np.ndarray, *,
     fig = Figure(figsize=(1.0 * n + 2.6, 0.9 * n + 1.6), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(matrix), cmap="magma_r")
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_title(title)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", **LITERAL)
+    ax.set_yticks(range(n), names, **LITERAL)
+    ax.set_title(title, **LITERAL)
     for (i, j), v in np.ndenumerate(matrix):
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8, color="tab:blue")

@@ -16,7 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.results import Surface
-from viz.views import View, shown_metrics, axis_labels, describe, equal_aspect, log_levels
+from viz.views import LITERAL, View, axis_labels, describe, equal_aspect, log_levels, shown_metrics
 
 # ----------------------------------------------------------------------------- matplotlib
 
@@ -40,7 +40,7 @@ def _panels(surface: Surface, train_split: str, test_split: str) -> list[View]:
 
 def _draw_panel(fig: Figure, ax: Axes, surface: Surface, view: View, levels: int) -> None:
     z = view.values(surface)
-    ax.set_title(view.title)
+    ax.set_title(view.title, **LITERAL)
     ax.set_label(view.title)
     ax.set_facecolor("0.85")  # grey where points are not computed yet
     if np.isnan(z).all():
@@ -59,7 +59,8 @@ def _colorbar(fig: Figure, ax: Axes, mappable, levels: np.ndarray, label: str) -
     """A colorbar exactly as tall as the panel, with a few plainly formatted log ticks."""
     cax = ax.inset_axes([1.04, 0.0, 0.05, 1.0])
     cax.set_label("<colorbar>")
-    cbar = fig.colorbar(mappable, cax=cax, label=label)
+    cbar = fig.colorbar(mappable, cax=cax)
+    cbar.set_label(label, **LITERAL)
     ticks = np.geomspace(levels[0], levels[-1], 5)
     cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
     cbar.minorticks_off()
@@ -78,7 +79,7 @@ def _mark_points(ax: Axes, surface: Surface) -> None:
     for name, p in surface.points.items():
         ax.plot(p.x, p.y, marker="o", ms=7, color="white", mec="black", mew=1.2, zorder=5)
         ax.annotate(name, (p.x, p.y), xytext=(5, 5), textcoords="offset points",
-                    fontsize=11, fontweight="bold", zorder=6,
+                    fontsize=11, fontweight="bold", zorder=6, **LITERAL,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
 
 
@@ -120,7 +121,7 @@ def plot_plane(surface: Surface, *, train_split: str = "train", test_split: str 
         if equal_aspect(surface):
             ax.set_aspect("equal", adjustable="box")
     if title := describe(surface):
-        fig.suptitle(title)
+        fig.suptitle(title, **LITERAL)
     return fig
 
 
@@ -156,10 +157,10 @@ def plot_surface_3d(surface: Surface, *, split: str = "train", metric: str = "lo
         j = int(np.abs(surface.y - p.y).argmin())
         if np.isfinite(logz[j, i]):
             ax.scatter([p.x], [p.y], [logz[j, i]], color="white", edgecolor="black", s=30)
-            ax.text(p.x, p.y, logz[j, i], f" {name}", fontsize=8)
+            ax.text(p.x, p.y, logz[j, i], f" {name}", fontsize=8, **LITERAL)
     xlabel, ylabel = axis_labels(surface)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.set_zlabel(f"log10 {view.title}", fontsize=8)
-    ax.set_title(f"{view.title}: {describe(surface)}")
+    ax.set_zlabel(f"log10 {view.title}", fontsize=8, **LITERAL)
+    ax.set_title(f"{view.title}: {describe(surface)}", **LITERAL)
     return fig

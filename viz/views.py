@@ -3,7 +3,8 @@
 Both the static panels (:mod:`viz.plane`) and the interactive page (:mod:`viz.plane_html`,
 :mod:`viz.report`) draw :class:`View` s of a :class:`landscape.results.Surface` on log-spaced
 levels from :func:`log_levels`, with axis titles from :func:`axis_labels` and a one-line title
-from :func:`describe`.
+from :func:`describe`. Names (of checkpoints, runs, splits, datasets) are drawn as written:
+matplotlib texts made from them take :data:`LITERAL`, legends :func:`literal_legend`.
 
 Colour scales are logarithmic, as in the StarSSE paper's plane plots (Sadrtdinov et al. 2023,
 following Garipov et al. 2018): loss and error span orders of magnitude between the basin floor
@@ -12,7 +13,9 @@ and the plane's corners, and a linear scale would paint everything but the corne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -123,6 +126,23 @@ def equal_aspect(surface: Surface) -> bool:
         return False
     spans = np.ptp(surface.x), np.ptp(surface.y)
     return min(spans) > 0 and max(spans) / min(spans) <= 3.0
+
+
+# ----------------------------------------------------------------------------- names
+
+# Text properties of every matplotlib text drawn from a name: matplotlib reads "$...$" as
+# mathtext (a name such as "$x^^2$" fails the whole figure, "a$b -> c$d" turns into maths) and
+# the user's text.usetex would send the name to LaTeX; the name is shown as written instead.
+LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
+
+
+def literal_legend(ax: Any, handles: Sequence[Any], labels: Sequence[str], **kwargs: Any) -> Any:
+    """``ax.legend(handles, labels)`` with the labels shown as written (see :data:`LITERAL`; given
+    explicitly, a label starting with "_" is shown too). Returns the legend."""
+    legend = ax.legend(list(handles), list(labels), **kwargs)
+    for text in legend.get_texts():
+        text.set(**LITERAL)
+    return legend
 
 
 def shown_metrics(surface: Surface) -> tuple[str, ...]:

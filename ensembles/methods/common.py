@@ -49,20 +49,21 @@ class Context:
     write: Writer
     data_root: str | None = None
     device: str | torch.device = "cpu"
+    image: Any = None  # an image dataset's transform (landscape.ImageTransform), else None
 
     def seed(self, index: int) -> int:
         """Member ``index`` uses seed ``seed + index - 1`` (its data order and its noise)."""
         return self.config.seed + index - 1
 
     def train_set(self):
-        return load_dataset(self.config.data, "train", self.data_root, train_transform=True)
+        return load_dataset(self.config.data, "train", self.data_root, train_transform=True, image=self.image)
 
     def bn_inputs(self) -> torch.Tensor:
         """The train split under the evaluation transform, for BN recompute (as soups use)."""
-        return as_tensors(load_dataset(self.config.data, "train", self.data_root))[0]
+        return as_tensors(load_dataset(self.config.data, "train", self.data_root, image=self.image))[0]
 
     def n_train(self) -> int:
-        return len(load_dataset(self.config.data, "train", self.data_root))
+        return len(load_dataset(self.config.data, "train", self.data_root, image=self.image))
 
     def pending(self) -> list[int]:
         return [i for i in range(2, self.config.members + 1) if not self.run_dir.finished(i)]

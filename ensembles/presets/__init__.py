@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ensembles.config import RunConfig, field_hints, type_error
 from landscape.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -26,7 +27,8 @@ def load_preset(name: str) -> dict[str, Any]:
     """The settings of preset ``name`` (a file ``<name>.toml`` here, or a path to one).
 
     Raises:
-        UserError: unknown preset, or a field this toolkit does not know.
+        UserError: unknown preset, a field this toolkit does not know, or a value of the wrong
+            type (the message names the file, the field and the type expected).
     """
     path = Path(name) if name.endswith(".toml") else _DIR / f"{name}.toml"
     if not path.is_file():
@@ -40,4 +42,8 @@ def load_preset(name: str) -> dict[str, Any]:
     if unknown:
         raise UserError(f"preset {path.name} has unknown fields {sorted(unknown)}; "
                         f"known: {', '.join(FIELDS)}")
+    hints = {**field_hints(RunConfig), "description": str}
+    for key, value in doc.items():
+        if problem := type_error(key, value, hints[key]):
+            raise UserError(f"preset {path.name}: {problem}")
     return {k: v for k, v in doc.items() if k in FIELDS}

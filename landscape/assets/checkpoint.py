@@ -6,7 +6,10 @@ tools are accepted too (``.pt``/``.pth``/``.bin``/``.ckpt``, and safetensors wit
 their architecture comes from the caller, their state dict is found under the usual keys with
 the usual name prefixes removed (``assets.state_dicts``), and pickles are read by
 ``torch.load(weights_only=True)`` with every class they name as an inert stand-in
-(``assets.pickles``): nothing from a file is ever imported, constructed or called.
+(``assets.pickles``): nothing from a file is ever imported, constructed or called. What the
+metadata says is checked before it is used (``CheckpointMeta``; the arch and its keyword arguments
+by ``models.build_model``), and weights that are not finite or not dense are refused: every error
+is one line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscape.assets.models import create_model
+from landscape.assets.models import build_model
 from landscape.assets.pickles import load_pickled
+from landscape.assets.registry import brief
 from landscape.assets.state_dicts import FLAGS, Found, candidates, choose, strip
 from landscape.atomic import atomic_path
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 METADATA_KEY = "landscape"
 PT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -49,21 +54,20 @@ class CheckpointMeta:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or not self.arch:
-            raise UserError(f"checkpoint metadata needs a non-empty 'arch', got {self.arch!r}")
+            raise UserError(f"metadata field 'arch' must be a non-empty string, got {brief(self.arch)}")
         if not _is_int(self.num_classes) or self.num_classes < 1:
-            raise UserError(f"checkpoint 'num_classes' must be a positive int, got {self.num_classes!r}")
-        for name, kind in (("arch_kwargs", dict), ("extra", dict)):
-            if not isinstance(getattr(self, name), kind):
-                raise UserError(f"checkpoint '{name}' must be a JSON object, got "
-                                f"{getattr(self, name)!r}")
+            raise UserError(f"metadata field 'num_classes' must be a positive integer, got {brief(self.num_classes)}")
+        for name in ("arch_kwargs", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise UserError(f"metadata field '{name}' must be a JSON object, got {brief(getattr(self, name))}")
         for name in ("dataset", "method", "parent"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise UserError(f"checkpoint '{name}' must be a string, got {value!r}")
+                raise UserError(f"metadata field '{name}' must be a string, got {brief(value)}")
         for name in ("member", "seed", "epochs"):
             value = getattr(self, name)
             if value is not None and not _is_int(value):
-                raise UserError(f"checkpoint '{name}' must be an integer, got {value!r}")
+                raise UserError(f"metadata field '{name}' must be an integer, got {brief(value)}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -72,18 +76,19 @@ class CheckpointMeta:
     def from_json(cls, text: str) -> "CheckpointMeta":
         try:
             doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"checkpoint metadata is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # bad JSON, an integer of 4300+ digits, deep nesting
+            raise UserError(f"checkpoint metadata is not valid JSON: {first_line(exc)}") from None
         if not isinstance(doc, dict):
-            raise UserError("checkpoint metadata must be a JSON object")
+            raise UserError(f"checkpoint metadata must be a JSON object, got {type(doc).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in doc.items() if k in names}
         extra = known.pop("extra", {})
         if not isinstance(extra, dict):
-            raise UserError(f"checkpoint 'extra' must be a JSON object, got {extra!r}")
+            raise UserError(f"metadata field 'extra' must be a JSON object, got {brief(extra)}")
         extra = {**extra, **{k: v for k, v in doc.items() if k not in names}}
-        if "arch" not in known or "num_classes" not in known:
-            raise UserError("checkpoint metadata lacks 'arch' or 'num_classes'")
+        missing = [k for k in ("arch", "num_classes") if k not in known]
+        if missing:
+            raise UserError(f"checkpoint metadata lacks the field '{missing[0]}'")
         return cls(**known, extra=extra)
 
 
@@ -159,7 +164,9 @@ def load_checkpoint(
 
     Raises:
         UserError: missing or unreadable file, a pickle that needs code or classes to be read,
-            unknown architecture, or weights that do not fit it.
+            metadata or arguments that fail their checks (``models.build_model``), unknown
+            architecture, weights that do not fit it, or weights with NaN or inf (one line
+            naming the file and the field or tensor).
 
     Example:
         >>> ckpt = load_checkpoint("runs/demo/member-1.safetensors")
@@ -176,12 +183,28 @@ def load_checkpoint(
                 f"{path.name} does not record its architecture; pass --arch NAME --num-classes N "
                 "(e.g. --arch timm:resnet18 --num-classes 10)"
             )
-        meta = CheckpointMeta(arch, num_classes, dict(arch_kwargs or {}), dataset)
-    model = create_model(meta.arch, meta.num_classes, **meta.arch_kwargs)
+        meta = _given_meta(path, arch, num_classes, arch_kwargs, dataset)
+        source = "the model given (--arch, --num-classes, --arch-kwargs)"
+    else:
+        source = "the model its metadata describes (arch, num_classes, arch_kwargs)"
+    try:  # the arch_kwargs go in as one mapping: nothing from a file reaches another parameter
+        model = build_model(meta.arch, meta.num_classes, meta.arch_kwargs)
+    except UserError as exc:
+        raise UserError(f"{path}: building {source}: {exc}") from None
     chosen, prefix = choose(found, model.state_dict(), strip_prefix)
     _load_state(model, _stripped(chosen, prefix, path), path, chosen.where)
     model.to(device).eval()
     return Checkpoint(model, meta, path, file_sha256(path))
+
+
+def _given_meta(path: Path, arch: str, num_classes: int, arch_kwargs: Any, dataset: Any) -> CheckpointMeta:
+    """The metadata of a file that has none, from the caller's arguments (the CLI's flags)."""
+    kwargs = {} if arch_kwargs is None else arch_kwargs
+    try:  # a copy of a mapping; CheckpointMeta refuses anything else
+        return CheckpointMeta(arch, num_classes, dict(kwargs) if isinstance(kwargs, Mapping) else kwargs, dataset)
+    except UserError as exc:
+        raise UserError(f"{path.name} records no architecture, and the one given (--arch, --num-classes, "
+                        f"--arch-kwargs) is refused: {exc}") from None
 
 
 def read_state_dicts(
@@ -227,8 +250,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMe
             raw = (f.metadata() or {}).get(METADATA_KEY)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable safetensors file: {exc}") from None
-    return state, (CheckpointMeta.from_json(raw) if raw is not None else None)
+        raise UserError(f"{path} is not a readable safetensors file: {first_line(exc)}") from None
+    try:
+        return state, (CheckpointMeta.from_json(raw) if raw is not None else None)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
@@ -251,4 +277,20 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
         if state[k].is_floating_point() != v.is_floating_point():
             raise UserError(f"{path.name}: tensor {k} is {state[k].dtype}, the architecture expects "
                             f"{v.dtype}; the file is damaged or not a checkpoint of this model")
+        if state[k].layout != torch.strided or state[k].is_meta:
+            raise UserError(f"{path.name}: tensor {k} is stored {state[k].layout} on {state[k].device.type}, "
+                            "not as dense values; re-save it with torch.save(model.state_dict(), path)")
+    check_finite(state, path.stem, f" ({path})")
     model.load_state_dict(state, strict=True)
+
+
+def check_finite(state: dict[str, torch.Tensor], name: str, where: str = "") -> None:
+    """Refuse weights with NaN or inf (a diverged run): nothing can be evaluated or trained from them.
+
+    Raises:
+        UserError: ``"<name> has non-finite weights (NaN or inf) in <tensor><where>; ..."``.
+    """
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UserError(f"{name} has non-finite weights (NaN or inf) in {k}{where}; nothing can be evaluated "
+                            "or trained from them: take a checkpoint from before the run diverged")

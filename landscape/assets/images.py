@@ -26,6 +26,7 @@ CIFAR_STATS = {  # (mean, std) per channel
 }
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+MAX_SIDE = 8192  # pixels: a larger size (say, from a checkpoint's metadata) is refused, not allocated
 
 
 def _check(ok: bool, message: str) -> None:
@@ -60,8 +61,8 @@ class ImageTransform:
     def __post_init__(self) -> None:
         for name in ("size", "resize"):
             v = getattr(self, name)
-            _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-                   f"image {name} must be an integer >= 0 (0: no resizing), got {v!r}")
+            _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIDE),
+                   f"image {name} must be an integer in 0..{MAX_SIDE} (0: no resizing), got {v!r}")
         _check(self.channels in (None, 1, 3), f"image channels must be 1 or 3, got {self.channels!r}")
         _check(self.interpolation in (None, *INTERPOLATIONS),
                f"unknown interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}")

@@ -4,46 +4,44 @@ Every model follows timm's head contract: ``get_classifier()`` returns the head 
 ``reset_classifier(num_classes)`` replaces it with a freshly initialised one (needed to
 fine-tune; evaluating a landscape needs only an ``nn.Module``). Names resolve through one
 registry, filled with ``register_model`` in the style of timm: the built-ins below are
-registered exactly as a user registers their own.
-
-Example: a model of your own, usable by name everywhere (``--arch my_mlp``; the name is
-recorded in its checkpoints, so they load again once the registering module is imported):
-
-    >>> from torch import nn
-    >>> from landscape import register_model, create_model
-    >>> @register_model
-    ... def my_mlp(num_classes: int = 10, width: int = 64) -> nn.Module:
-    ...     return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, num_classes))
-    >>> create_model("my_mlp", 3, width=32)(torch.randn(5, 8)).shape
-    torch.Size([5, 3])
+registered exactly as a user registers their own. Arguments may come from a file (a checkpoint's
+metadata), so ``build_model`` checks them before any factory sees them.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import inspect
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from landscape.assets.imports import is_import_path
-from landscape.assets.registry import Registry
+from landscape.assets.registry import Registry, brief, call_checked, check_int, check_kwargs
 from landscape.errors import UserError, first_line
 
 TIMM_PREFIX = "timm:"
+# Bounds for sizes that may come from a file (beyond them: a mistake, or an attack on memory): the
+# head, the built-ins' channels, any integer argument of a timm model.
+MAX_CLASSES, MAX_WIDTH, MAX_TIMM_INT = 100_000, 1024, 1 << 14
+NOT_KWARGS = {"num_classes": "the head's size is given apart: the dataset's classes or --num-classes"}
+# timm's options beside the architecture, refused (with those of timm_options()): timm reads nothing here
+TIMM_WHY = ("one of timm's options for pretrained weights, files, downloads or placement: models are built "
+            "here with random weights on the CPU, and their weights come from the checkpoint")
+TIMM_OPTIONS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                          "cache_dir", "pretrained_strict", "pretrained_filter_fn", "pretrained_model_args",
+                          "features_only", "feature_cls", "feature_cfg", "out_indices", "pruned",
+                          "kwargs_filter", "model_cfg", "device", "dtype", "scriptable", "exportable", "no_jit"})
 
-# factory(num_classes=..., **arch_kwargs) -> nn.Module
-ModelFactory = Callable[..., nn.Module]
+ModelFactory = Callable[..., nn.Module]  # factory(num_classes=..., **arch_kwargs) -> nn.Module
 _MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def register_model(
-    name: str | ModelFactory | None = None,
-    factory: ModelFactory | None = None,
-    *,
-    overwrite: bool = False,
-) -> Any:
+def register_model(name: str | ModelFactory | None = None, factory: ModelFactory | None = None, *,
+                   overwrite: bool = False) -> Any:
     """Register a model factory; usable as ``@register_model``, ``@register_model("name")`` or
     ``register_model("name", factory)``, as in timm.
 
@@ -87,8 +85,8 @@ class Mnist1dCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 16, in_channels: int = 1) -> None:
         super().__init__()
-        w = width
-        self.in_channels = in_channels
+        w = check_int("width", width, 1, MAX_WIDTH)
+        self.in_channels = check_int("in_channels", in_channels, 1, MAX_WIDTH)
         self.features = nn.Sequential(
             _conv_bn_relu(in_channels, w),
             _conv_bn_relu(w, w),
@@ -116,11 +114,7 @@ class Mnist1dCNN(nn.Module):
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv1d(cin, cout, kernel_size=5, padding=2, bias=False),
-        nn.BatchNorm1d(cout),
-        nn.ReLU(),
-    )
+    return nn.Sequential(nn.Conv1d(cin, cout, kernel_size=5, padding=2, bias=False), nn.BatchNorm1d(cout), nn.ReLU())
 
 
 class _BasicBlock(nn.Module):
@@ -132,9 +126,7 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -147,12 +139,10 @@ class CifarResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, depth: int = 20, width: int = 16) -> None:
         super().__init__()
-        if (depth - 2) % 6 != 0:
+        if (check_int("depth", depth, 8, 1000) - 2) % 6 != 0:
             raise UserError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
-        n = (depth - 2) // 6
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
+        n, width = (depth - 2) // 6, check_int("width", width, 1, MAX_WIDTH)
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         layers, cin = [], width
         for stage, mult in enumerate((1, 2, 4)):
             for block in range(n):
@@ -174,25 +164,17 @@ class CifarResNet(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
 
+def _cifar_resnet(depth: int) -> ModelFactory:
+    def factory(num_classes: int = 10, width: int = 16) -> CifarResNet:
+        return CifarResNet(num_classes, depth=depth, width=width)
+
+    factory.__doc__ = f"ResNet-{depth} for 32 px images."
+    return factory
+
+
 register_model("mnist1d_cnn", Mnist1dCNN)
-
-
-@register_model
-def resnet20(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
-    """ResNet-20 for 32 px images."""
-    return CifarResNet(num_classes, depth=20, **kwargs)
-
-
-@register_model
-def resnet32(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
-    """ResNet-32 for 32 px images."""
-    return CifarResNet(num_classes, depth=32, **kwargs)
-
-
-@register_model
-def resnet56(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
-    """ResNet-56 for 32 px images."""
-    return CifarResNet(num_classes, depth=56, **kwargs)
+for _depth in (20, 32, 56):
+    register_model(f"resnet{_depth}", _cifar_resnet(_depth))
 
 
 def model_names() -> list[str]:
@@ -200,34 +182,44 @@ def model_names() -> list[str]:
     return _MODELS.names()
 
 
-def create_model(arch: str, num_classes: int, *, trust_arch: bool = False, **arch_kwargs: Any) -> nn.Module:
+def create_model(arch: str, num_classes: int, /, *, trust_arch: bool = False, **arch_kwargs: Any) -> nn.Module:
     """Build an architecture with random weights (never downloads weights).
 
     Args:
         arch: a registered name (``mnist1d_cnn``, ``resnet20``, ..., see ``model_names()``),
             ``timm:<timm model name>``, or a factory of your own, ``path/to/file.py:factory``
             or ``package.module:factory`` (names resolve in that order; ``assets.modules``).
-        num_classes: size of the classification head.
+        num_classes: size of the classification head, 1 to ``MAX_CLASSES``.
         trust_arch: import an import-path ``arch`` even if nothing else allowed it; importing
             runs that code, so it happens only where the user named it (``assets.modules``).
-        **arch_kwargs: forwarded to the constructor (e.g. ``width=64``).
+        **arch_kwargs: forwarded to the constructor (e.g. ``width=64``), checked (``build_model``).
 
     Returns:
         The model, in train mode, on the CPU.
 
     Raises:
-        UserError: unknown or untrusted architecture, a missing file, a failed import or call,
-            or a factory that returns no ``nn.Module`` (one line each).
+        UserError: unknown or untrusted architecture, refused arguments, a missing file, a
+            failed import or call, or a factory that returns no ``nn.Module`` (one line each).
 
     Example:
         >>> create_model("resnet20", 100, width=32).get_classifier().out_features
         100
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return build_model(arch, num_classes, arch_kwargs, trust_arch=trust_arch)
+
+
+def build_model(arch: str, num_classes: int, arch_kwargs: Mapping[str, Any] | None = None, *,
+                trust_arch: bool = False) -> nn.Module:
+    """``create_model`` with the keyword arguments as one mapping: arguments read from a file or a
+    flag reach only the factory, never ``trust_arch``. Checked first: names the factory takes
+    (``num_classes`` is not one) and finite numbers; for ``timm:`` none of ``timm_options()``
+    and integers up to ``MAX_TIMM_INT``; the built-ins check their sizes themselves."""
+    check_int("num_classes", num_classes, 1, MAX_CLASSES)
     if isinstance(arch, str) and arch.startswith("module:"):  # assets.modules.MODULE_PREFIX
-        raise UserError(f"arch {arch!r} names a model given as an nn.Module object, which no name rebuilds; "
+        raise UserError(f"arch {brief(arch)} names a model given as an nn.Module object, which no name rebuilds; "
                         "give --arch path/to/file.py:factory (or register_model) to read its weights")
+    kwargs = check_kwargs({} if arch_kwargs is None else arch_kwargs, f"arch_kwargs of model {brief(arch)}",
+                          reserved=NOT_KWARGS)
     try:
         factory, timm_name = _MODELS.resolve(arch)
     except UserError as exc:
@@ -237,15 +229,8 @@ def create_model(arch: str, num_classes: int, *, trust_arch: bool = False, **arc
 
         factory, timm_name = imported_factory(arch, trust=trust_arch), None
     if timm_name is not None:
-        return factory(timm_name, num_classes, arch_kwargs)
-    try:
-        model = factory(num_classes=num_classes, **arch_kwargs)
-    except UserError:
-        raise
-    except TypeError as exc:
-        raise UserError(f"bad arguments {arch_kwargs} for model {arch!r}: {first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
-        raise UserError(f"building model {arch!r} failed: {type(exc).__name__}: {first_line(exc)}") from None
+        return factory(timm_name, num_classes, kwargs)
+    model = call_checked(factory, f"model {arch!r} with arch_kwargs {brief(kwargs)}", num_classes=num_classes, **kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"model {arch!r} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -257,36 +242,27 @@ def _create_timm(name: str, num_classes: int, arch_kwargs: dict[str, Any]) -> nn
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f" Did you mean: {', '.join('timm:' + c for c in close)}?" if close else ""
-        raise UserError(
-            f"unknown timm model {name!r}.{hint} List names with timm.list_models('*pattern*')."
-        )
+        raise UserError(f"unknown timm model {brief(name)}.{hint} List names with timm.list_models('*pattern*').")
+    check_kwargs(arch_kwargs, f"arch_kwargs of model 'timm:{name}'", reserved=dict.fromkeys(timm_options(), TIMM_WHY),
+                 max_int=MAX_TIMM_INT)
     try:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **arch_kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure of a (possibly user-registered) timm model
         hint = ("; its timm entrypoint must take **kwargs (timm passes pretrained_cfg), or register it "
                 "with landscape.register_model" if "pretrained_cfg" in str(exc) else "")
-        raise UserError(f"timm could not build {name!r} with num_classes={num_classes} and {arch_kwargs}: "
+        raise UserError(f"timm could not build {name!r} with num_classes={num_classes} and {brief(arch_kwargs)}: "
                         f"{type(exc).__name__}: {first_line(exc)}{hint}") from None
 
 
+@functools.cache
+def timm_options() -> frozenset[str]:
+    """``TIMM_OPTIONS`` and the named parameters of the installed timm's factory and builder."""
+    from timm.models import build_model_with_cfg
+    from timm.models import create_model as timm_create
+
+    named = {p.name for f in (timm_create, build_model_with_cfg) for p in inspect.signature(f).parameters.values()
+             if p.kind is not p.VAR_KEYWORD}
+    return TIMM_OPTIONS | (named - {"model_name", "model_cls", "variant"})
+
+
 _MODELS.register(TIMM_PREFIX, _create_timm, usage="timm:<name> (e.g. timm:resnet18)")
-
-
-def reset_head(model: nn.Module, num_classes: int, *, seed: int) -> None:
-    """Replace the model's classifier by a fresh head initialised from ``seed`` (in place)."""
-    if not hasattr(model, "reset_classifier"):
-        raise UserError(
-            f"{type(model).__name__} has no reset_classifier(); use a registry or timm model"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.reset_classifier(num_classes)
-
-
-def head_parameter_names(model: nn.Module) -> set[str]:
-    """Names (as in ``named_parameters``) of the classifier's parameters."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None:
-        return set()
-    ids = {id(p) for p in head.parameters()}
-    return {n for n, p in model.named_parameters() if id(p) in ids}

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from landscape.assets import checkpoint as files
-from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
+from landscape.assets.checkpoint import Checkpoint, CheckpointMeta, check_finite
 from landscape.assets.imports import import_object, is_import_path
-from landscape.assets.models import TIMM_PREFIX, ModelFactory, create_model, model_names
+from landscape.assets.models import TIMM_PREFIX, ModelFactory, build_model, model_names
 from landscape.errors import UserError
 
 MODULE_PREFIX = "module:"  # the arch of a module whose class no import path rebuilds
@@ -144,7 +144,8 @@ def as_checkpoint(obj: CheckpointLike, *, name: str | None = None, dataset: str 
     ``nn.Linear``), ``dataset``, and the sha256 of its tensors (``weights:<hex>``).
 
     Raises:
-        UserError: anything else, or a module whose number of classes cannot be found.
+        UserError: anything else, a module with NaN or inf weights, or one whose number of
+            classes cannot be found.
     """
     if isinstance(obj, Checkpoint):
         return obj if name is None else ModuleCheckpoint(obj.model, obj.meta, obj.path, obj.sha256, name)
@@ -153,6 +154,7 @@ def as_checkpoint(obj: CheckpointLike, *, name: str | None = None, dataset: str 
     if not isinstance(obj, nn.Module):
         raise UserError(f"expected a checkpoint file, a landscape.Checkpoint or a torch nn.Module, "
                         f"got {type(obj).__name__}")
+    check_finite(obj.state_dict(), name or "model")
     model = copy.deepcopy(obj).cpu().eval()
     n = num_classes if num_classes is not None else _num_classes(model)
     meta = CheckpointMeta(arch or _import_path(type(obj)), n, dict(arch_kwargs or {}), dataset)
@@ -214,7 +216,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: CheckpointM
     Returns:
         The sha256 of the written file.
     """
-    meta = meta if meta is not None else as_checkpoint(model).meta
+    meta = meta if meta is not None else CheckpointMeta(_import_path(type(model)), _num_classes(model))
     check_readable(model, meta, Path(path).name)
     return files.save_checkpoint(model, path, meta)
 
@@ -230,7 +232,7 @@ def check_readable(model: nn.Module, meta: CheckpointMeta, name: str) -> None:
                         "and give meta.arch 'path/to/file.py:factory', or register_model it")
     with allowing_archs(arch):
         try:
-            rebuilt = create_model(arch, meta.num_classes, **meta.arch_kwargs).state_dict()
+            rebuilt = build_model(arch, meta.num_classes, meta.arch_kwargs).state_dict()
         except UserError as exc:
             raise UserError(f"refusing to write {name}: its arch would not load back: {exc}") from None
     mine = model.state_dict()

@@ -3,7 +3,8 @@
 A registry maps names to entries. A name ending in ``:`` registers a *family* of parametrised
 names: ``imagefolder:`` accepts ``imagefolder:PATH``, ``timm:`` accepts ``timm:resnet18``; the
 text after the first ``:`` is the argument. An unknown name raises a ``UserError`` that lists
-every valid name, in the style of timm's ``create_model``.
+every valid name, in the style of timm's ``create_model``. ``check_kwargs`` and ``call_checked``
+check the keyword arguments an entry is called with (they may come from a file) before the call.
 
 Example:
     >>> reg = Registry("colour")
@@ -18,9 +19,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 T = TypeVar("T")
 FAMILY_SEP = ":"
@@ -82,4 +86,78 @@ class Registry(Generic[T]):
             if sep and family + sep in self._entries:
                 return self._entries[family + sep], arg
         choices = " or ".join([", ".join(self.names()), *self.usages()])
-        raise UserError(f"unknown {self.kind} {name!r}; expected one of {choices}")
+        raise UserError(f"unknown {self.kind} {brief(name)}; expected one of {choices}")
+
+
+def brief(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a value from a file, shown in a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` if it is an integer (not a bool) from ``low`` to ``high``, else a ``UserError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UserError(f"{name} must be an integer from {low} to {high}, got {brief(value)}")
+    return value
+
+
+def check_kwargs(kwargs: Any, what: str, *, reserved: Mapping[str, str] | None = None,
+                 max_int: int | None = None) -> dict[str, Any]:
+    """``kwargs`` as a dict, checked: names are identifiers and none is ``reserved`` (name ->
+    why not), floats are finite and, with ``max_int``, integers at most that in size, at any
+    depth of lists, tuples and dicts.
+
+    Raises:
+        UserError: naming ``what`` (e.g. ``"arch_kwargs of model 'resnet20'"``) and the argument.
+    """
+    if not isinstance(kwargs, Mapping):
+        raise UserError(f"{what} must be a mapping of names to values, got {brief(kwargs)}")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise UserError(f"{what}: argument names must be identifiers, got {brief(key)}")
+        if reserved and key in reserved:
+            raise UserError(f"{what}: {key!r} is not accepted ({reserved[key]})")
+        stack = [value]
+        while stack:  # iterative: a file can nest deeper than the recursion limit
+            v = stack.pop()
+            if isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, Mapping):
+                stack.extend(v.values())
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{what}: {key} must hold finite numbers, got {brief(value)}")
+            elif (max_int is not None and isinstance(v, int) and not isinstance(v, bool)
+                  and abs(v) > max_int):
+                raise UserError(f"{what}: {key}={brief(value)} is out of range (integers up to "
+                                f"{max_int} in size)")
+    return dict(kwargs)
+
+
+def call_checked(fn: Callable[..., Any], what: str, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``, once the names are checked against ``fn``'s signature (an argument it
+    does not take is refused before the call); any error of the call is one ``UserError`` line.
+
+    Args:
+        what: what the call builds, for messages (``"model 'x' with arch_kwargs {...}"``).
+
+    Raises:
+        UserError: "bad arguments for WHAT: ..." with the names ``fn`` takes, or the call's error.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call itself tells
+        signature = None
+    try:
+        if signature is not None:
+            signature.bind(**kwargs)
+    except TypeError as exc:
+        takes = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        names = ", ".join(takes) or "no named arguments"
+        raise UserError(f"bad arguments for {what}: {exc}; it takes {names}") from None
+    try:
+        return fn(**kwargs)
+    except UserError as exc:
+        raise UserError(f"{what}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: any error is reported in one line
+        raise UserError(f"building {what} failed: {type(exc).__name__}: {first_line(exc)}") from None

@@ -37,7 +37,8 @@ class GridJob:
     Attributes:
         open_store: creates or resumes the results file (called on the main process only).
         make_evaluator: builds the evaluator (evaluation data and model), called only when
-            there is work; a ``UserError`` from it removes a file this run created.
+            there is work; a new file (``--overwrite`` too) is written only once it succeeded,
+            so an error from it leaves the old results, or no file, as they were.
         weights: the (P,) float64 weight vector of a point, from the base checkpoints directly.
         buffers: a point's BN buffers (None under BN recompute).
         total: the number of points.
@@ -58,30 +59,22 @@ def evaluate_grid(out: str | os.PathLike, job: GridJob, settings: GridSettings, 
 
     ``settings.engine``: ``auto`` tunes the strategy, batch size and (without a
     ``group_size``) group size on the first group and records the choice; ``loop``/``vmap``
-    use the settings as given. ``overwrite``: replace a file with another configuration.
+    use the settings as given. ``overwrite`` is ``job.open_store``'s (``GridStore.open``).
     """
-    fresh = overwrite or not Path(out).exists()
-    parts = parts_dir(out)
-    if fresh and group.is_main:  # parts of an earlier, different run must never be merged
-        shutil.rmtree(parts, ignore_errors=True)
-    store, todo = _prepare(job.open_store, parts, group)
+    store, todo = _prepare(job.open_store, parts_dir(out), group)
     try:
         if todo:
-            _evaluate(out, job, settings, store, todo, fresh, group)
+            _evaluate(out, job, settings, store, todo, group)
     finally:
         if store is not None:
             store.close()
     group.barrier()
 
 
-def _evaluate(out, job: GridJob, settings: GridSettings, store, todo, fresh: bool, group: Group) -> None:
-    try:
-        evaluator = job.make_evaluator()
-    except UserError:
-        if fresh and store is not None:
-            store.close()
-            Path(out).unlink(missing_ok=True)
-        raise
+def _evaluate(out, job: GridJob, settings: GridSettings, store, todo, group: Group) -> None:
+    evaluator = job.make_evaluator()
+    if store is not None:
+        store.start()  # the inputs are checked: only now does a new file replace the old results
 
     def inputs(g):
         w = torch.stack([job.weights(ix) for ix in g])
@@ -106,7 +99,8 @@ def _prepare(open_store, parts: Path, group: Group):
     if group.is_main:
         try:
             store = open_store()
-            merge_parts(store, parts)
+            if not store.new:  # parts of an earlier, different run are never merged
+                merge_parts(store, parts)
             todo = store.missing()
             shutil.rmtree(parts / "claims", ignore_errors=True)
         except UserError as exc:

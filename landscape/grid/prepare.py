@@ -13,10 +13,10 @@ import torch
 
 from landscape.assets.checkpoint import Checkpoint
 from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
-from landscape.assets.images import GENERIC, ImageTransform, timm_defaults
+from landscape.assets.images import ImageTransform
 from landscape.assets.imports import import_object, is_import_path
-from landscape.assets.models import TIMM_PREFIX
 from landscape.assets.resident import SPLITS, as_resident, place, subset_indices
+from landscape.assets.resolve import model_transform, recorded_transform
 from landscape.assets.userdata import Data, data_factory
 from landscape.engine.evaluator import GridEvaluator
 from landscape.engine.inputs import EvalData
@@ -24,7 +24,6 @@ from landscape.engine.layout import ParamLayout
 from landscape.errors import UserError
 from landscape.grid.objectives import objective
 from landscape.grid.settings import GridSettings
-
 
 Dataset = str | Data  # a registered name, or the user's own data
 
@@ -114,22 +113,20 @@ def data_identity(dataset: Dataset, settings: GridSettings, policy: str) -> dict
 
 def image_transform(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> ImageTransform | None:
     """The complete evaluation transform of an image dataset (None for other data): the settings'
-    ``image``, then what the dataset fixes itself (``DatasetInfo.image``: CIFAR its 32 px and
-    statistics, an ImageFolder tree only RGB), then a ``timm:`` model's pretrained configuration
-    (``assets.images.timm_defaults``), then ``assets.images.GENERIC`` (256 -> 224 px, ImageNet
-    statistics). The identity and the evaluator both call it, so the file records what is used.
+    ``image``, then the transform ``ckpt`` records it was trained with, then the dataset's, a
+    ``timm:`` model's and the generic defaults (``assets.datasets.model_transform``). The
+    identity and the evaluator both call it, so the file records what is used.
 
     Raises:
         UserError: image settings for data that is not an image dataset, or inconsistent ones.
     """
-    declared = None if isinstance(dataset, Data) else dataset_info(dataset).image
-    if declared is None:
+    if isinstance(dataset, Data):
         if settings.image is not None:
-            raise UserError(f"the data {data_name(dataset)!r} is not an image dataset: an image size, mean, std "
+            raise UserError(f"the data {dataset.name!r} is not an image dataset: an image size, mean, std "
                             "or channels apply only to image datasets (cifar10, cifar100, imagefolder:PATH)")
         return None
-    model = timm_defaults(ckpt.model, ckpt.meta.arch_kwargs) if ckpt.meta.arch.startswith(TIMM_PREFIX) else GENERIC
-    return (settings.image or ImageTransform()).resolved(declared.over(model))
+    return model_transform(dataset, settings.image, arch=ckpt.meta.arch, model=ckpt.model,
+                           arch_kwargs=ckpt.meta.arch_kwargs, trained=recorded_transform(ckpt.meta.extra, ckpt.name))
 
 
 def image_identity(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> dict[str, Any] | None:

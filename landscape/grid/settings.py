@@ -91,6 +91,8 @@ class GridSettings:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and value >= 2),
                   f"{name} must be an integer >= 2, got {value!r}")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63,
+              f"seed must be an integer in 0 .. 2**63 - 1, got {self.seed!r}")
         check(isinstance(self.batch_size, int) and self.batch_size >= 1,
               f"batch_size must be a positive integer, got {self.batch_size!r}")
         check(self.engine in STRATEGIES, f"unknown engine {self.engine!r}; expected one of {', '.join(STRATEGIES)}")

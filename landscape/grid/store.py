@@ -13,6 +13,14 @@ Only this module, ``journal`` and ``reading`` (in ``landscape.grid``) touch HDF5
 The configuration has two parts: ``identity`` (everything that determines the numbers; a rerun
 must match it to resume) and ``runtime`` (device, engine choice, versions; free to change).
 
+HDF5 never writes to the disk: a store holds its file in memory, and every change is written
+out whole through ``landscape.atomic`` (a temporary file, fsync, rename). So a results file that
+exists is always whole, even while it is being created or when a kill or a full disk interrupts a
+write, and a failed write is a plain ``OSError`` (HDF5 cannot recover from a write that fails
+under it: it leaves its file half closed, prints errors from finalizers and can crash at exit).
+A new file, ``overwrite`` included, is written only once the run has started (``start``): until
+then the old results stay as they were.
+
 While a file is unfinished, its ``.init`` copy and ``.journal`` (``landscape.grid.journal``) keep
 every written group recoverable; ``recover`` rebuilds a damaged file from them.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,21 +37,23 @@ from typing import Any
 import h5py
 import numpy as np
 
+from landscape.atomic import temporaries, write_bytes
 from landscape.errors import UserError
 from landscape.grid.journal import (
     METRICS,
-    metric_names,
     append_journal,
-    copy_synced,
     damaged_error,
     drop_journal_if_finished,
+    file_image,
     init_path,
     journal_path,
+    memory_file,
+    metric_names,
     recover,
     write_arrays,
 )
 from landscape.grid.lock import WriterLock
-from landscape.grid.reading import read_paths, read_surface
+from landscape.grid.reading import check_results, read_paths, read_surface
 from landscape.results import PointInfo
 
 __all__ = ["FORMAT_VERSION", "METRICS", "GridStore", "PathStore", "SurfaceStore", "init_path",
@@ -53,29 +64,29 @@ FORMAT_VERSION = 1
 
 class GridStore:
     """An open results file over a grid of points (a plane's (G, G), or paths' (P, n)),
-    created or resumed; write finished points with ``write``."""
+    created or resumed; write finished points with ``write``.
 
-    def __init__(self, file: h5py.File, lock: WriterLock | None = None) -> None:
-        self.file = file
+    ``file`` is the HDF5 file, in memory. ``new``: made by this run, on disk only from
+    ``start`` on; part files of an earlier run never go into it.
+    """
+
+    def __init__(self, file: h5py.File, path: Path, lock: WriterLock | None = None, *,
+                 written: bytes | None = None, new: bool = False) -> None:
+        self.file, self.path, self.new = file, path, new
         self.lock = lock  # held while the file is open for writing
-        self.path = Path(file.filename)
+        self._written = written  # the bytes on disk (a new file: those start() writes); None: read-only
+        self._pending = new  # a new file that start() has not yet written
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike,
-        *,
-        kind: str,
-        axes: dict[str, np.ndarray],
-        shape: tuple[int, ...],
-        splits: tuple[str, ...],
-        config: dict[str, Any],
-        extras: Callable[[h5py.File], None] = lambda f: None,
-        overwrite: bool = False,
-    ) -> "GridStore":
+    def open(cls, path: str | os.PathLike, *, kind: str, axes: dict[str, np.ndarray], shape: tuple[int, ...],
+             splits: tuple[str, ...], config: dict[str, Any],
+             extras: Callable[[h5py.File], None] = lambda f: None, overwrite: bool = False) -> "GridStore":
         """Create ``path``, or reopen it to resume when its kind and identity match.
+
+        A new file (with ``overwrite``, the replacement) is made in memory: nothing on disk
+        changes until ``start`` (or the first ``write``). An empty file counts as absent.
 
         Raises:
             UserError: the file holds a different configuration (and ``overwrite`` is False),
@@ -85,25 +96,34 @@ class GridStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(path).acquire()  # refuses while another process writes this file
         try:
-            if path.exists() and not overwrite:
-                return cls._resume(path, kind, config, lock)
-            for stale in (journal_path(path), init_path(path)):
-                stale.unlink(missing_ok=True)
-            f = h5py.File(path, "w")
-            _initialise(f, kind, axes, shape, splits, config)
-            extras(f)
-            f.close()
-            copy_synced(path, init_path(path))
-            return cls(h5py.File(path, "r+"), lock)
+            for left in (*temporaries(path), *temporaries(init_path(path))):
+                left.unlink(missing_ok=True)  # a killed writer's: we hold the file's lock
+            if path.exists() and not overwrite and not (path.is_file() and path.stat().st_size == 0):
+                return cls._resume(path, kind, config, lock, shape)
+            with memory_file(path) as f:
+                _initialise(f, kind, axes, shape, splits, config)
+                extras(f)
+                created = file_image(f)
+            return cls._in_memory(path, created, lock, new=True)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _resume(cls, path: Path, kind: str, config: dict[str, Any], lock: WriterLock) -> "GridStore":
+    def _in_memory(cls, path: Path, data: bytes, lock: WriterLock, *, new: bool = False) -> "GridStore":
         try:
-            store = cls(_open_existing(path, kind, "r"))
+            return cls(memory_file(path, data), path, lock, written=data, new=new)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise damaged_error(path, exc) from None
+
+    @classmethod
+    def _resume(cls, path: Path, kind: str, config: dict[str, Any], lock: WriterLock,
+                shape: tuple[int, ...]) -> "GridStore":
+        data = path.read_bytes()  # read once: a reader holding the file open never blocks us
+        try:
+            store = cls(_open_existing(data, path, kind), path)
             store._check_identity(path, config["identity"])
+            check_results(store.file, path, kind, shape)  # every field, before any point is computed
             finished = store.file["done"][...].all()
         except UserError:
             raise
@@ -114,9 +134,32 @@ class GridStore:
             lock.release()
             return store  # finished: read-only, the file is not touched
         store.close()
-        store = cls(_open_existing(path, kind, "r+"), lock)
+        store = cls._in_memory(path, data, lock)
+        if not init_path(path).is_file():  # killed before its copy was made: journal from here on
+            write_bytes(init_path(path), data)
         store._update_runtime(config["runtime"])
         return store
+
+    def start(self) -> None:
+        """Write a new file in place of the old results (file, journal, recovery copy, part
+        files): called once the run is known to start (its inputs checked), so that a run that
+        fails before leaves the old results as they were. A no-op for a resumed file."""
+        if not self._pending:
+            return
+        for old in (init_path(self.path), journal_path(self.path)):  # .init first, as in drop_journal
+            old.unlink(missing_ok=True)
+        shutil.rmtree(parts_dir(self.path), ignore_errors=True)
+        write_bytes(self.path, self._written)  # whole, or not at all
+        write_bytes(init_path(self.path), self._written)
+        self._pending = False
+
+    def _save(self) -> None:
+        """Write the file out whole (atomically) if it changed since it was last written."""
+        self.start()
+        data = file_image(self.file)
+        if data != self._written:
+            write_bytes(self.path, data)
+            self._written = data
 
     def _check_identity(self, path: Path, identity: dict[str, Any]) -> None:
         stored = json.loads(self.file.attrs["config"])["identity"]
@@ -134,7 +177,7 @@ class GridStore:
         config = json.loads(self.file.attrs["config"])
         previous = config["runtime"]
         config["runtime"] = {**runtime, **({"engine": previous["engine"]} if "engine" in previous else {})}
-        self.file.attrs["config"] = json.dumps(config, sort_keys=True)
+        self.file.attrs["config"] = json.dumps(config, sort_keys=True)  # written with the next change
 
     # ------------------------------------------------------------------ access
 
@@ -146,6 +189,7 @@ class GridStore:
         config = self.config
         config["runtime"][key] = value
         self.file.attrs["config"] = json.dumps(config, sort_keys=True)
+        self._save()
 
     def missing(self) -> list[tuple[int, ...]]:
         """Indices of the points still to compute, in row-major order."""
@@ -154,8 +198,9 @@ class GridStore:
 
     def write(self, index: list[tuple[int, ...]], metrics: dict[str, dict[str, np.ndarray]]) -> None:
         """Store finished points: first a journal line (fsynced), then the values, then the done
-        mask, then flush. A failure (e.g. a full disk) leaves the points recoverable or absent,
-        never half-marked as done."""
+        mask, then the file is written out whole. A failure (e.g. a full disk) leaves the points
+        recoverable or absent, never half-marked as done."""
+        self.start()  # a new file is on disk before its journal gets a line
         append_journal(self.path, {"index": [list(map(int, i)) for i in index],
                                     "metrics": {s: {m: [float(v) for v in values[m]] for m in values}
                                                 for s, values in metrics.items()}})
@@ -163,15 +208,21 @@ class GridStore:
             write_arrays(self.file, index, metrics)
         except (RuntimeError, KeyError, ValueError) as exc:  # h5py on a damaged file
             raise damaged_error(self.path, exc) from None
+        self._save()
 
     def close(self) -> None:
-        writing = self.lock is not None and self.file.id.valid and self.file.mode == "r+"
-        if self.file.id.valid:
-            self.file.close()
-        if writing:
-            drop_journal_if_finished(self.path)
-        if self.lock is not None:
-            self.lock.release()
+        """Write what changed (never a new file that has not started), drop the journal if the
+        file is finished, close it and release the lock."""
+        try:
+            if self.file.id.valid and self._written is not None and not self._pending:
+                self._save()
+                drop_journal_if_finished(self.path)
+        finally:
+            self._written = None
+            if self.file.id.valid:
+                self.file.close()
+            if self.lock is not None:
+                self.lock.release()
 
     def __enter__(self) -> "GridStore":
         return self
@@ -184,17 +235,9 @@ class SurfaceStore(GridStore):
     """A plane's store: axes ``x``, ``y``; metrics (G, G); projected checkpoints in ``points``."""
 
     @classmethod
-    def open(  # type: ignore[override]
-        cls,
-        path: str | os.PathLike,
-        *,
-        x: np.ndarray,
-        y: np.ndarray,
-        splits: tuple[str, ...],
-        config: dict[str, Any],
-        points: dict[str, PointInfo],
-        overwrite: bool = False,
-    ) -> "SurfaceStore":
+    def open(cls, path: str | os.PathLike, *, x: np.ndarray, y: np.ndarray,  # type: ignore[override]
+             splits: tuple[str, ...], config: dict[str, Any], points: dict[str, PointInfo],
+             overwrite: bool = False) -> "SurfaceStore":
         def write_points(f: h5py.File) -> None:
             for name, p in points.items():
                 ds = f.create_dataset(f"points/{name}", data=np.array([p.x, p.y]))
@@ -210,17 +253,9 @@ class PathStore(GridStore):
     listed in ``pairs`` (P, 2) as indices into the ``names`` attribute."""
 
     @classmethod
-    def open(  # type: ignore[override]
-        cls,
-        path: str | os.PathLike,
-        *,
-        alpha: np.ndarray,
-        pairs: list[tuple[int, int]],
-        names: list[str],
-        splits: tuple[str, ...],
-        config: dict[str, Any],
-        overwrite: bool = False,
-    ) -> "PathStore":
+    def open(cls, path: str | os.PathLike, *, alpha: np.ndarray,  # type: ignore[override]
+             pairs: list[tuple[int, int]], names: list[str], splits: tuple[str, ...], config: dict[str, Any],
+             overwrite: bool = False) -> "PathStore":
         def write_pairs(f: h5py.File) -> None:
             f.create_dataset("pairs", data=np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
             f.attrs["names"] = json.dumps(names)
@@ -235,9 +270,10 @@ def parts_dir(path: str | os.PathLike) -> Path:
     return Path(f"{path}.parts")
 
 
-def _open_existing(path: Path, kind: str, mode: str) -> h5py.File:
+def _open_existing(data: bytes, path: Path, kind: str) -> h5py.File:
+    """The results file ``path`` (its bytes ``data``) opened read-only, checked to be of ``kind``."""
     try:
-        f = h5py.File(path, mode)
+        f = memory_file(path, data, writable=False)
     except OSError as exc:
         raise damaged_error(path, exc) from None
     if f.attrs.get("kind") != kind or "config" not in f.attrs:

@@ -12,13 +12,12 @@ import numpy as np
 import torch
 
 from landscape.assets.checkpoint import Checkpoint
+from landscape.assets.heads import head_parameter_names
 from landscape.assets.modules import CheckpointLike, as_checkpoints
-from landscape.assets.models import head_parameter_names
 from landscape.engine.layout import ParamLayout
 from landscape.errors import UserError
 from landscape.results import PathSet
 from landscape.surfaces.barriers import DEFAULT_THRESHOLD_PP, Barrier, barrier, same_basin
-
 
 DEFAULT_LOSS_THRESHOLD = 0.1  # without accuracy: same basin below a tenth of the endpoints' mean loss
 

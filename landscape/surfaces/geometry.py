@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from landscape.engine.layout import ParamLayout
 from landscape.errors import UserError

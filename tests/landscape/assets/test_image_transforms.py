@@ -93,8 +93,9 @@ def test_resolution_order_and_greyscale_defaults():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mean=(0.5, 0.5)), "1 or 3 finite numbers"),
     (dict(std=(0.5, 0.0, 0.5)), "std must be positive"),
-    (dict(size=-1), "integer >= 0"),
-    (dict(resize=-3), "integer >= 0"),
+    (dict(size=-1), "integer in 0..8192"),
+    (dict(resize=-3), "integer in 0..8192"),
+    (dict(size=100_000), "integer in 0..8192"),
     (dict(channels=2), "channels must be 1 or 3"),
     (dict(channels=1, mean=(0.5, 0.5, 0.5)), "3 value.*1 channel"),
     (dict(size=32, resize=16), "at least the size"),
