@@ -13,6 +13,8 @@ from pathlib import Path
 
 from landscape.errors import UserError
 
+NAME_ROOM = 64  # bytes the temporary (.<name>.<pid>.<thread>.tmp) and rescue names add to a file name
+
 
 def writable_dir(path: str | os.PathLike, *, what: str = "--out") -> Path:
     """Make ``path`` a directory (with its parents) and check that a file can be created in it.
@@ -42,10 +44,10 @@ def output_file(path: str | os.PathLike, *, suffix: str = ".safetensors", need_b
     path = Path(path)
     if path.suffix != suffix:
         raise UserError(f"--out {path} must end in {suffix} (models are written as {suffix} files)")
-    limit = _name_max(next(p for p in path.absolute().parents if p.exists()))
+    limit = _name_max(next(p for p in path.absolute().parents if p.exists())) - NAME_ROOM
     if len(os.fsencode(path.name)) > limit:
-        raise UserError(f"--out file name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes, over this "
-                        f"file system's limit of {limit}; choose a shorter name")
+        raise UserError(f"--out file name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes, over the "
+                        f"{limit} this file system leaves beside its temporary's; choose a shorter name")
     if path.is_dir():
         raise UserError(f"--out {path} is a directory; give a file name ending in {suffix}")
     folder = writable_dir(path.parent, what="the folder of --out")

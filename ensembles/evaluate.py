@@ -21,7 +21,7 @@ from landscape.assets.datasets import dataset_info, is_dataset_name, load_datase
 from landscape.assets.modules import CheckpointLike, allowing_archs, as_checkpoints, load_checkpoint
 from landscape.assets.ood import ood_set
 from landscape.assets.resident import ArrayDataset, as_tensors
-from landscape.assets.resolve import dataset_name
+from landscape.assets.resolve import dataset_name, user_data_identity
 from landscape.assets.userdata import Data
 from landscape.errors import UserError
 from landscape.progress import progress
@@ -168,6 +168,10 @@ def _members(run, data, name: str) -> Members:
             raise UserError(f"{run.path} has no finished members yet")
         recorded = run.config.data
         data = _same_data(data, recorded, run.path)
+        stored = run.dir.read_manifest()["config"].get("data_content")
+        if stored is not None and user_data_identity(data) not in (None, stored):
+            raise UserError(f"{run.path} was trained on other data named {data!r} (its manifest's data_content "
+                            "holds other sizes or hashes); pass the data it was trained on")
 
         def probs(rows: int, classes: int) -> list[np.ndarray]:
             return run.test_probs(rows=rows, classes=classes)
@@ -216,6 +220,8 @@ def compare(reports: Sequence[RunReport], size: int | None = None, seed: int = 0
     Raises:
         UserError: reports of different test sets.
     """
+    if size is not None and not (isinstance(size, int) and size >= 1):
+        raise UserError(f"size must be a positive ensemble size, got {size!r}")
     out = []
     for i, a in enumerate(reports):
         for b in reports[i + 1:]:

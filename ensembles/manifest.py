@@ -178,15 +178,19 @@ def open_manifest(run_dir: RunDir, config: RunConfig, overwrite: bool) -> None:
     """Create the run directory's manifest, or check that it matches ``config``.
 
     A run without a finished member (a start that failed) holds nothing to lose: it is replaced
-    without ``overwrite``. With ``overwrite``, the old run's files are first moved aside and
+    without ``overwrite``. Members without a manifest are kept and adopted (``ensembles.sweep``
+    seeds its cells with member 1 so; each is checked against its record when used). With ``overwrite``, the old run's files are first moved aside and
     removed only once the new manifest is written; if that fails, they are put back."""
     finished = any(run_dir.path.glob("member-*.json"))
-    if run_dir.manifest_path.exists() and not overwrite and finished:
+    if finished and not overwrite and run_dir.manifest_path.exists():
         check_manifest(run_dir, config)
         return
     run_dir.path.mkdir(parents=True, exist_ok=True)
     doc = {"format_version": FORMAT_VERSION, "kind": "ensemble-run", "method": config.method,
            "config": identity(config), "members": [], "versions": versions()}
+    if not overwrite and not run_dir.manifest_path.exists():
+        run_dir.write_manifest(doc)  # members already there are kept (a sweep seeds member 1 so)
+        return
     aside = _set_aside(run_dir)
     try:
         run_dir.write_manifest(doc)
@@ -224,9 +228,9 @@ def check_manifest(run_dir: RunDir, config: RunConfig) -> None:
     now = _comparable(ours)
     stored = _comparable({**RunConfig.flat_defaults(config.method), **manifest["config"]})
     if stored != now:
-        key = next(k for k in now if stored.get(k) != now[k])
+        key = next(k for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k))
         raise UserError(f"{run_dir.path} holds a run with another configuration ({key}: "
-                        f"{manifest['config'].get(key)!r} there, {ours[key]!r} now); "
+                        f"{manifest['config'].get(key)!r} there, {ours.get(key)!r} now); "
                         "pass --overwrite to replace it, or choose another --out")
 
 

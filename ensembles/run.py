@@ -30,7 +30,7 @@ from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
 from landscape.assets.datasets import dataset_info, load_dataset
 from landscape.assets.heads import reset_head
 from landscape.assets.images import ImageTransform
-from landscape.assets.modules import allowing_archs, as_checkpoint, load_checkpoint, save_checkpoint
+from landscape.assets.modules import allowing_archs, as_checkpoint, check_readable, load_checkpoint, save_checkpoint
 from landscape.assets.resident import as_tensors
 from landscape.assets.resolve import dataset_name
 from landscape.atomic import rescue
@@ -103,6 +103,7 @@ def _objects_named(config: RunConfig) -> tuple[RunConfig, dict[str, Checkpoint]]
             labels.append(str(item))
             continue
         ckpt = as_checkpoint(item)
+        check_readable(ckpt.model, ckpt.meta, "the members of a run from it")  # before any training
         label = MODULE_LABEL + ckpt.sha256.rpartition(":")[2]
         given[label] = ckpt
         labels.append(label)
@@ -129,9 +130,12 @@ def _train(config: RunConfig, given: dict[str, Checkpoint], run_dir: RunDir, dat
     # every input is checked before the run directory is touched: a failing --overwrite leaves
     # the old run as it was, and a failed start leaves no manifest that refuses the corrected rerun
     pretrained = _pretrained(config, given)
-    image = training_transform(pretrained[0], config.data, _image(config))
+    start = pretrained[-1] if config.init is not None else pretrained[0]  # member 1's start
+    image = training_transform(start, config.data, _image(config))
     test_set = load_dataset(config.data, "test", data_root, image=image)
-    check_fits(pretrained[0].model, test_set, config.data, "cpu", labels=False)  # its head is replaced later
+    train_set = load_dataset(config.data, "train", data_root, train_transform=True, image=image)
+    for split in (test_set, train_set):  # the head is replaced later: no label check here
+        check_fits(start.model, split, config.data, "cpu", labels=False)
     method.before_training(config, data_root)  # before member 1 is trained
     if group.is_main:
         open_manifest(run_dir, config, overwrite)

@@ -30,7 +30,7 @@ from landscape.assets.models import build_model
 from landscape.assets.pickles import load_pickled
 from landscape.assets.registry import brief
 from landscape.assets.state_dicts import FLAGS, Found, candidates, choose, strip
-from landscape.atomic import atomic_path
+from landscape.atomic import write_bytes
 from landscape.errors import UserError, first_line
 
 METADATA_KEY = "landscape"
@@ -124,15 +124,15 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: CheckpointM
     Returns:
         The sha256 of the written file (what children record as ``parent``).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UserError(f"checkpoints are written as .safetensors, got {path.name}")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={METADATA_KEY: meta.to_json()})
-    return file_sha256(path)
+    data = save(state, metadata={METADATA_KEY: meta.to_json()})  # in memory: any write error is an OSError
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_checkpoint(

@@ -111,27 +111,42 @@ def data_identity(dataset: Dataset, settings: GridSettings, policy: str) -> dict
     return dataset.identity(used_splits(settings, policy))
 
 
-def image_transform(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> ImageTransform | None:
+def image_transform(dataset: Dataset, settings: GridSettings, ckpts: Sequence[Checkpoint]) -> ImageTransform | None:
     """The complete evaluation transform of an image dataset (None for other data): the settings'
-    ``image``, then the transform ``ckpt`` records it was trained with, then the dataset's, a
-    ``timm:`` model's and the generic defaults (``assets.datasets.model_transform``). The
-    identity and the evaluator both call it, so the file records what is used.
+    ``image``, then the transform the checkpoints trained on this dataset record, then the
+    dataset's, the first checkpoint's ``timm:`` and the generic defaults
+    (``assets.resolve.model_transform``). The identity and the evaluator both call it, so the
+    file records what is used.
 
     Raises:
-        UserError: image settings for data that is not an image dataset, or inconsistent ones.
+        UserError: image settings for data that is not an image dataset, inconsistent ones, or
+            checkpoints of this dataset that record different transforms (and no flags say which).
     """
     if isinstance(dataset, Data):
         if settings.image is not None:
             raise UserError(f"the data {dataset.name!r} is not an image dataset: an image size, mean, std "
                             "or channels apply only to image datasets (cifar10, cifar100, imagefolder:PATH)")
         return None
+    ckpt = ckpts[0]
     return model_transform(dataset, settings.image, arch=ckpt.meta.arch, model=ckpt.model,
-                           arch_kwargs=ckpt.meta.arch_kwargs, trained=recorded_transform(ckpt.meta.extra, ckpt.name))
+                           arch_kwargs=ckpt.meta.arch_kwargs, trained=trained_transform(dataset, settings, ckpts))
 
 
-def image_identity(dataset: Dataset, settings: GridSettings, ckpt: Checkpoint) -> dict[str, Any] | None:
+def trained_transform(dataset: str, settings: GridSettings, ckpts: Sequence[Checkpoint]) -> ImageTransform | None:
+    """The one transform that the checkpoints trained on ``dataset`` record (None if none does)."""
+    found = {c.name: recorded_transform(c.meta.extra, c.name) for c in ckpts if c.meta.dataset == dataset}
+    found = {name: tf for name, tf in found.items() if tf is not None}
+    distinct = {tf for tf in found.values()}
+    if len(distinct) > 1 and settings.image is None:
+        names = ", ".join(found)
+        raise UserError(f"{names} were trained on {dataset} with different image transforms; say which to "
+                        "evaluate with (--img-size, --mean, --std, --img-channels)")
+    return next(iter(found.values()), None)
+
+
+def image_identity(dataset: Dataset, settings: GridSettings, ckpts: Sequence[Checkpoint]) -> dict[str, Any] | None:
     """The identity's ``image`` entry: the transform used (None, and no entry, for other data)."""
-    tf = image_transform(dataset, settings, ckpt)
+    tf = image_transform(dataset, settings, ckpts)
     return None if tf is None else tf.to_dict()
 
 
@@ -158,7 +173,7 @@ def evaluator_factory(ckpts: Sequence[Checkpoint], layout: ParamLayout, dataset:
     there are points to compute)."""
 
     def make() -> GridEvaluator:
-        image = image_transform(dataset, settings, ckpts[0])
+        image = image_transform(dataset, settings, ckpts)
         resident = evaluation_data(dataset, settings, policy, data_root, torch.device(device), image=image)
         scored_by = objective(settings.loss, settings.accuracy)
         evaluator = GridEvaluator(ckpts[0].model, layout, resident, bn_policy=policy,

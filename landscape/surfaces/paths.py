@@ -124,7 +124,7 @@ def interpolate(
     names = display_names(ckpts)
     identity = Identity(config.identity_fields(policy), "paths", policy, data_name(dataset), ckpts[0].meta.arch,
                         tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, names)), tuple(pair_list),
-                        data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts[0]))
+                        data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts))
     config_doc = {"identity": identity.to_dict(), "runtime": runtime(ckpts, device, config)}
     job = GridJob(
         open_store=lambda: PathStore.open(out, alpha=alpha, pairs=pair_list, names=names, splits=config.splits,

@@ -158,4 +158,4 @@ def _identity(ckpts, dataset, config: PlaneConfig, policy: str, mode: str) -> Id
         cfg.pop(inert)
     return Identity(cfg, mode, policy, data_name(dataset), ckpts[0].meta.arch,
                     tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, display_names(ckpts))),
-                    data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts[0]))
+                    data=data_identity(dataset, config, policy), image=image_identity(dataset, config, ckpts))

@@ -65,7 +65,8 @@ def test_an_unwritable_output_is_refused_before_training(command, three_ckpts, t
     base = ["finetune", str(three_ckpts[0])] if command == "finetune" else ["pretrain", "--data", "mnist1d"]
     cases = {"f.pt": "must end in .safetensors", "FILE/x.safetensors": "is a file",
              "DIR": "must end in .safetensors",
-             f"{'a' * 300}.safetensors": "over this file system's limit",
+             f"{'a' * 300}.safetensors": "this file system leaves",
+             f"{'b' * 230}.safetensors": "this file system leaves",  # fits, but its temporary would not
              f"{read_only}/m.safetensors": "Read-only file system", f"{full}/m.safetensors": "free"}
     (tmp_path / "DIR.safetensors").mkdir()
     cases["DIR.safetensors"] = "is a directory"
@@ -159,3 +160,18 @@ def test_a_member_that_cannot_be_written_is_rescued_and_the_earlier_ones_kept(th
     assert str(kept) in err and "No space left on device" in err
     assert load_checkpoint(kept).meta.member == 2
     assert (out / "member-1.json").exists() and not (out / "member-2.safetensors").exists()
+
+
+def test_a_real_full_disk_after_training_rescues_the_model(tmp_path, tmpfs, monkeypatch, capsys):
+    """The free-space check passed, then the disk filled: a real ENOSPC from the real writer."""
+    import cli.pretrain
+
+    full = tmpfs("size=16k")
+    (full / "filler").write_bytes(b"\0" * 14_000)
+    monkeypatch.setattr(cli.pretrain, "output_file", lambda *a, **k: None)  # as if it filled during training
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    err = _one_line(capsys, ["pretrain", "--data", "mnist1d", *FT, "--out", str(full / "pre.safetensors")])
+    (kept,) = tmp_path.glob("landscape-rescued-*-pre.safetensors")
+    assert "No space left on device" in err and str(kept) in err
+    assert load_checkpoint(kept).meta.method == "pretrain"
+    assert sorted(p.name for p in full.iterdir()) == ["filler"]  # no temporary left

@@ -113,6 +113,9 @@ def test_a_rerun_on_other_data_of_the_same_name_is_refused(work, capsys):
     capsys.readouterr()
     assert main(["train", *common, "--data", "otherdata.py:make"]) == 2
     assert "data_content" in capsys.readouterr().err
+    # and its saved probabilities are never scored against the other data's labels
+    assert main(["ensemble", "run", "--data", "otherdata.py:make", "--no-soups", "--out", "rep", "--quiet"]) == 2
+    assert "other data named 'make'" in capsys.readouterr().err
 
 
 def test_finetune_of_a_users_model_on_users_data(work, capsys):

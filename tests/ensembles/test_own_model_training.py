@@ -125,3 +125,46 @@ def test_a_model_is_evaluated_with_the_transform_it_was_trained_with(tmp_path, c
     record = json.loads((run / "member-1.json").read_text())
     assert record["test_acc"] == pytest.approx(_own_accuracy(run / "member-1.safetensors", root))
     assert load_checkpoint(run / "member-2.safetensors").meta.extra["image"] == RECORDED
+
+
+def test_only_checkpoints_trained_on_the_data_give_its_default_transform(tmp_path):
+    """pre was trained on tree A at mean 0.5, ft on tree B at mean 0.2: on B both are evaluated at
+    ft's 0.2 whatever their order; two different transforms on the same data need flags."""
+    from dataclasses import replace
+
+    from landscape import GridSettings, ImageTransform, as_checkpoint
+    from landscape.grid.prepare import image_transform
+
+    a, b = _imagefolder(tmp_path / "a", n=1), _imagefolder(tmp_path / "b", n=1)
+    on_a, on_b = f"imagefolder:{a}", f"imagefolder:{b}"
+
+    def ckpt(data, mean, name):
+        c = as_checkpoint(_tiny(), name=name)
+        tf = {"size": 8, "mean": [mean], "std": [0.25], "channels": 1}
+        return replace(c, meta=replace(c.meta, dataset=data, extra={"image": tf}))
+
+    pre, ft = ckpt(on_a, 0.5, "pre"), ckpt(on_b, 0.2, "ft")
+    for order in ([pre, ft], [ft, pre]):
+        assert image_transform(on_b, GridSettings(), order).mean == (0.2,)
+    other = ckpt(on_b, 0.7, "other")
+    with pytest.raises(Exception, match="different image transforms"):
+        image_transform(on_b, GridSettings(), [ft, other])
+    assert image_transform(on_b, GridSettings(image=ImageTransform(mean=(0.3,))), [ft, other]).mean == (0.3,)
+
+
+def test_a_model_object_whose_class_cannot_be_rebuilt_is_refused_before_training(own, tmp_path):
+    from landscape.errors import UserError
+
+    _, data = own
+
+    class Local(nn.Module):  # defined in a function: no import path rebuilds it
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.head = nn.Linear(40, num_classes)
+
+        def forward(self, x):
+            return self.head(x)
+
+    with pytest.raises(UserError, match="refusing to write"):
+        train(_config(Local(), data), tmp_path / "local")
+    assert not list((tmp_path / "local").glob("member-*"))

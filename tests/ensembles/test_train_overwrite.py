@@ -69,3 +69,46 @@ def test_a_start_that_failed_does_not_refuse_the_corrected_rerun(tmp_path, three
     capsys.readouterr()
     assert main([*RUN, "--pretrained", str(three_ckpts[0]), "--out", str(out)]) == 0, capsys.readouterr().err
     assert json.loads((out / "manifest.json").read_text())["config"]["lr"] == 0.02
+
+
+def test_members_without_a_manifest_are_kept(finished, three_ckpts, capsys):
+    """A lost manifest (or a sweep's seeded member 1) never costs the members there."""
+    out, files = finished
+    (out / "manifest.json").unlink()
+    assert main([*RUN, "--pretrained", str(three_ckpts[0]), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in files if name != "manifest.json"} == \
+        {name: data for name, data in files.items() if name != "manifest.json"}
+
+
+def test_an_overwrite_onto_data_without_a_train_split_leaves_the_old_run(finished, three_ckpts, tmp_path, capsys):
+    out, files = finished
+    (tmp_path / "testonly.py").write_text(
+        "from landscape import load_dataset\n"
+        "def make():\n"
+        "    t = load_dataset('mnist1d', 'test')\n"
+        "    return {'test': (t.inputs[:100], t.labels[:100])}\n")
+    capsys.readouterr()
+    code = main([*RUN, "--pretrained", str(three_ckpts[0]), "--data", f"{tmp_path / 'testonly.py'}:make",
+                 "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no train split" in err, err
+    _same(out, files)
+
+
+def test_a_rerun_whose_config_lacks_a_recorded_setting_names_it(tmp_path, three_ckpts):
+    """The manifest records data_content (your own data); the rerun on a registered dataset of that
+    name has none: a one-line refusal naming the setting, not a StopIteration."""
+    from ensembles import RunConfig, train
+    from landscape import Data, load_dataset, register_dataset
+    from landscape.errors import UserError
+
+    t, s = load_dataset("mnist1d", "train"), load_dataset("mnist1d", "test")
+    data = Data(train=(t.inputs[:200], t.labels[:200]), test=(s.inputs[:100], s.labels[:100]), name="mine")
+    cfg = dict(members=1, epochs=1, lr=0.02, batch_size=128)
+    train(RunConfig("local-de", (str(three_ckpts[0]),), data, **cfg), tmp_path / "run")
+    from landscape.assets import resolve
+
+    resolve._USER_DATA.pop("mine")
+    register_dataset("mine", lambda split, **_: load_dataset("mnist1d", split), num_classes=10, overwrite=True)
+    with pytest.raises(UserError, match="data_content"):
+        train(RunConfig("local-de", (str(three_ckpts[0]),), "mine", **cfg), tmp_path / "run")

@@ -124,17 +124,17 @@ def test_timm_defaults_come_from_the_pretrained_cfg(tmp_path):
     name = f"imagefolder:{root}"
     model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     cfg = resolve_data_config({}, model=model)
-    tf = image_transform(name, GridSettings(), _ckpt(model, "timm:resnet10t", name))
+    tf = image_transform(name, GridSettings(), [_ckpt(model, "timm:resnet10t", name)])
     assert (3, tf.size, tf.size) == cfg["input_size"]
     assert tf.resize == int(cfg["input_size"][-1] / cfg["crop_pct"])
     assert (tf.mean, tf.std, tf.interpolation) == (cfg["mean"], cfg["std"], cfg["interpolation"])
     # explicit settings win; the rest stays the model's
-    tf = image_transform(name, GridSettings(image=ImageTransform(size=32)), _ckpt(model, "timm:resnet10t", name))
+    tf = image_transform(name, GridSettings(image=ImageTransform(size=32)), [_ckpt(model, "timm:resnet10t", name)])
     assert (tf.size, tf.resize, tf.mean, tf.interpolation) == (32, 32, cfg["mean"], cfg["interpolation"])
     # a model of the registry on the same data: the generic ImageNet evaluation
-    assert image_transform(name, GridSettings(), _ckpt(model, "resnet20", name)) == GENERIC
+    assert image_transform(name, GridSettings(), [_ckpt(model, "resnet20", name)]) == GENERIC
     # CIFAR fixes its own 32 px and statistics, whatever the model
-    cifar = image_identity("cifar10", GridSettings(), _ckpt(model, "timm:resnet10t", "cifar10"))
+    cifar = image_identity("cifar10", GridSettings(), [_ckpt(model, "timm:resnet10t", "cifar10")])
     assert (cifar["size"], cifar["resize"], cifar["channels"]) == (0, 0, 3)
 
 
@@ -178,5 +178,5 @@ def test_a_registered_image_dataset_gets_the_transform_and_others_keep_their_sig
     assert seen == [None, ImageTransform(size=2)]
     assert len(load_dataset("toyplain", "test")) == 4
     ckpt = _ckpt(torch.nn.Linear(3, 2), "resnet20", "toyplain")
-    assert image_identity("toyplain", GridSettings(), ckpt) is None
-    assert image_identity("toyimg", GridSettings(image=ImageTransform(std=(0.25,))), ckpt)["std"] == [0.25]
+    assert image_identity("toyplain", GridSettings(), [ckpt]) is None
+    assert image_identity("toyimg", GridSettings(image=ImageTransform(std=(0.25,))), [ckpt])["std"] == [0.25]
