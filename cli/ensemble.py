@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, epilog=EXAMPLES)
     p.add_argument("runs", nargs="+", help="run directories written by `landscape train`")
     p.add_argument("--out", default="ensemble-report", help="output directory (default: ensemble-report)")
-    p.add_argument("--ood", default=None, help="mnist1d-c or cifar100c:PATH")
+    p.add_argument("--ood", default=None, help="mnist1d-c, mnist1d-transfer-c or cifar100c:PATH")
     p.add_argument("--no-soups", action="store_true", help="skip the uniform soups")
     p.add_argument("--data", default=None,
                    help="the runs' data when it is your own (path/to/file.py:factory, as given to train); "

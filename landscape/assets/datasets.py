@@ -265,6 +265,12 @@ register_dataset("mnist1d", functools.partial(_mnist1d, "mnist1d"), num_classes=
 register_dataset("mnist1d-source", functools.partial(_mnist1d, "mnist1d-source"), num_classes=10,
                  input_shape=(40,), default_arch="mnist1d_cnn",
                  description="MNIST-1D source set for pre-training, 38000 / 2000")
+register_dataset("mnist1d-transfer", functools.partial(_mnist1d, "mnist1d-transfer"), num_classes=10,
+                 input_shape=(40,), default_arch="mnist1d_cnn",
+                 description="MNIST-1D transfer target, 1000 train / 10000 test, noisier (offline)")
+register_dataset("mnist1d-transfer-val", functools.partial(_mnist1d, "mnist1d-transfer-val"), num_classes=10,
+                 input_shape=(40,), default_arch="mnist1d_cnn",
+                 description="the transfer target's 1000 train / its 1000 validation samples as test")
 register_dataset("cifar10", functools.partial(_cifar, "cifar10"), num_classes=10,
                  input_shape=(3, 32, 32), default_arch="resnet20", image=CIFAR_DEFAULTS["cifar10"],
                  description="CIFAR-10 (torchvision; --data-root)")

@@ -32,7 +32,21 @@ MNIST1D_ARGS: dict[str, dict[str, Any]] = {
         "iid_noise_scale": 0.03,
         "shear_scale": 0.8,
     },
+    # The transfer target (#19): noisier and sheared more than the source, and small, so that
+    # pre-training matters and a fine-tune is not saturated. 12000 samples drawn once, split by
+    # TRANSFER_SPLITS into train, validation and test.
+    "mnist1d-transfer": {
+        "num_samples": 12000,
+        "train_split": 0.5,
+        "seed": 2024,
+        "corr_noise_scale": 0.35,
+        "iid_noise_scale": 0.05,
+        "shear_scale": 1.0,
+    },
 }
+# (start, stop) rows of the 12000 transfer samples: 1000 to train on, 1000 to choose settings on
+# (``mnist1d-transfer-val``'s test split), 10000 to test on.
+TRANSFER_SPLITS = {"train": (0, 1000), "val": (1000, 2000), "test": (2000, 12000)}
 
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -51,11 +65,23 @@ def load_mnist1d(name: str, split: str, root: str | os.PathLike | None = None) -
         split: ``"train"`` or ``"test"``.
         root: the cache folder (see ``cache_dir``).
     """
+    if name.startswith("mnist1d-transfer"):
+        return _transfer(split if not name.endswith("-val") or split == "train" else "val", root)
     arrays = _mnist1d_arrays(name, cache_dir(root))
     xkey, ykey = ("x", "y") if split == "train" else ("x_test", "y_test")
     inputs = torch.from_numpy(arrays[xkey].astype(np.float32))
     labels = torch.from_numpy(arrays[ykey].astype(np.int64))
     return ArrayDataset(inputs, labels)
+
+
+def _transfer(part: str, root: str | os.PathLike | None) -> ArrayDataset:
+    """Rows ``TRANSFER_SPLITS[part]`` of the transfer target's samples."""
+    arrays = _mnist1d_arrays("mnist1d-transfer", cache_dir(root))
+    x = np.concatenate([arrays["x"], arrays["x_test"]])
+    y = np.concatenate([arrays["y"], arrays["y_test"]])
+    start, stop = TRANSFER_SPLITS[part]
+    return ArrayDataset(torch.from_numpy(x[start:stop].astype(np.float32)),
+                        torch.from_numpy(y[start:stop].astype(np.int64)))
 
 
 def _mnist1d_arrays(name: str, cache: Path) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ CIFAR100_C_CORRUPTIONS = (
     "zoom_blur",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
+MNIST1D_C_BASES = {"mnist1d-c": "mnist1d", "mnist1d-transfer-c": "mnist1d-transfer"}  # OOD set -> its test split
 OOD_PREFIX_CIFAR100C = "cifar100c:"
 
 
@@ -45,21 +46,22 @@ class OodSet:
                             f"{', '.join(self.corruptions)}")
         if severity not in SEVERITIES:
             raise UserError(f"severity must be 1..5, got {severity}")
-        if self.name == "mnist1d-c":
-            return _mnist1d_c(corruption, severity, self.root)
+        if self.name in MNIST1D_C_BASES:
+            return _mnist1d_c(MNIST1D_C_BASES[self.name], corruption, severity, self.root)
         return _cifar100c(self.root, corruption, severity)
 
 
 def ood_set(spec: str, root: str | os.PathLike | None = None) -> OodSet:
-    """``mnist1d-c`` (generated offline from the MNIST-1D test split, cached) or
+    """``mnist1d-c`` or ``mnist1d-transfer-c`` (generated offline from the test split of
+    ``mnist1d`` or ``mnist1d-transfer``) or
     ``cifar100c:ROOT`` (the CIFAR-100-C layout: ``<corruption>.npy`` with five severities of
     10 000 images each, plus ``labels.npy``).
 
     Raises:
         UserError: an unknown name, or a CIFAR-100-C folder without the expected files.
     """
-    if spec == "mnist1d-c":
-        return OodSet("mnist1d-c", MNIST1D_C_CORRUPTIONS, 10, Path(root) if root else None)
+    if spec in MNIST1D_C_BASES:
+        return OodSet(spec, MNIST1D_C_CORRUPTIONS, 10, Path(root) if root else None)
     if spec.startswith(OOD_PREFIX_CIFAR100C):
         folder = Path(spec[len(OOD_PREFIX_CIFAR100C):])
         missing = [c for c in ("labels", *CIFAR100_C_CORRUPTIONS)
@@ -69,7 +71,7 @@ def ood_set(spec: str, root: str | os.PathLike | None = None) -> OodSet:
                             f"{', '.join(m + '.npy' for m in missing[:3])}"
                             + (" ..." if len(missing) > 3 else ""))
         return OodSet("cifar100c", CIFAR100_C_CORRUPTIONS, 100, folder)
-    raise UserError(f"unknown OOD set {spec!r}; expected mnist1d-c or cifar100c:PATH")
+    raise UserError(f"unknown OOD set {spec!r}; expected mnist1d-c, mnist1d-transfer-c or cifar100c:PATH")
 
 
 def _cifar100c(folder: Path, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +85,8 @@ def _cifar100c(folder: Path, corruption: str, severity: int) -> tuple[torch.Tens
     return x, torch.from_numpy(labels[rows].astype(np.int64))
 
 
-def _mnist1d_c(corruption: str, severity: int, root) -> tuple[torch.Tensor, torch.Tensor]:
-    test = load_mnist1d("mnist1d", "test", root)
+def _mnist1d_c(base: str, corruption: str, severity: int, root) -> tuple[torch.Tensor, torch.Tensor]:
+    test = load_mnist1d(base, "test", root)
     x = test.inputs.numpy().astype(np.float64)
     rng = np.random.default_rng([MNIST1D_C_CORRUPTIONS.index(corruption), severity])
     out = _CORRUPT[corruption](x, severity - 1, rng)

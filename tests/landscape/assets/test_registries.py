@@ -33,7 +33,8 @@ def clean_registries(monkeypatch):
 
 
 def test_the_builtins_are_registered():
-    assert dataset_names() == ["cifar10", "cifar100", "mnist1d", "mnist1d-source"]
+    assert dataset_names() == ["cifar10", "cifar100", "mnist1d", "mnist1d-source", "mnist1d-transfer",
+                               "mnist1d-transfer-val"]
     assert model_names() == ["mnist1d_cnn", "resnet20", "resnet32", "resnet56"]
     info = dataset_info("mnist1d")
     assert (info.num_classes, info.default_arch, info.input_shape) == (10, "mnist1d_cnn", (40,))
