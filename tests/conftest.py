@@ -92,3 +92,41 @@ class TinyCNN(nn.Module):
         x = x.unsqueeze(1) if x.dim() == 2 else x
         return self.head(torch.relu(self.bn(self.conv(x))).mean(-1))
 """
+
+
+# 8 x 8 greyscale ImageFolder trees and a model for them (the image tests of issue #17).
+
+
+def gray_imagefolder(root, n=20):
+    """Three classes of 8 x 8 greyscale PNGs under root/{train,test}/c<k>/: noise plus a bright
+    left, right or top half."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, half in enumerate([np.s_[:, :4], np.s_[:, 4:], np.s_[:4, :]]):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                px = rng.integers(0, 90, size=(8, 8))
+                px[half] += 140
+                Image.fromarray(px.astype(np.uint8), mode="L").save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
+def gray_by_hand(root, split):
+    """A split of a ``gray_imagefolder`` tree read with a hand-written transform (mean 0.5, std 0.25)."""
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    from landscape.assets.resident import as_tensors
+
+    steps = T.Compose([T.Grayscale(1), T.ToTensor(), T.Normalize([0.5], [0.25])])
+    return as_tensors(datasets.ImageFolder(str(root / split), steps))
+
+
+def tiny8(num_classes: int = 3) -> torch.nn.Module:
+    """A model of 8 x 8 greyscale inputs."""
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))

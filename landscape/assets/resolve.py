@@ -30,7 +30,7 @@ def dataset_name(data: str | Data) -> str:
     if isinstance(data, str):
         if is_dataset_name(data) or not is_import_path(data):
             return data
-        data = data_factory(data, lambda spec: import_object(spec, what="--data"))
+        data = data_from_spec(data)
     if not isinstance(data, Data):
         raise UserError(f"data must be a dataset name, path/to/file.py:factory or landscape.Data, "
                         f"got {type(data).__name__}")
@@ -44,6 +44,11 @@ def dataset_name(data: str | Data) -> str:
                      input_shape=tuple(inputs.shape[1:]), description=f"your own data {name}", overwrite=True)
     _USER_DATA[name] = data
     return name
+
+
+def data_from_spec(spec: str) -> Data:
+    """``path/to/file.py:factory`` (named by the user): the factory's splits as ``Data``."""
+    return data_factory(spec, lambda name: import_object(name, what="--data"))
 
 
 def user_data_identity(name: str) -> dict[str, Any] | None:

@@ -14,10 +14,10 @@ import torch
 from landscape.assets.checkpoint import Checkpoint
 from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
 from landscape.assets.images import ImageTransform
-from landscape.assets.imports import import_object, is_import_path
+from landscape.assets.imports import is_import_path
 from landscape.assets.resident import SPLITS, as_resident, place, subset_indices
-from landscape.assets.resolve import model_transform, recorded_transform
-from landscape.assets.userdata import Data, data_factory
+from landscape.assets.resolve import data_from_spec, model_transform, recorded_transform
+from landscape.assets.userdata import Data
 from landscape.engine.evaluator import GridEvaluator
 from landscape.engine.inputs import EvalData
 from landscape.engine.layout import ParamLayout
@@ -94,7 +94,7 @@ def resolve_data(data: str | Data | None, ckpts: Sequence[Checkpoint]) -> Datase
         raise UserError(f"data must be a dataset name, path/to/file.py:factory or landscape.Data, "
                         f"got {type(data).__name__}")
     if not is_dataset_name(data) and is_import_path(data):
-        return data_factory(data, lambda spec: import_object(spec, what="--data"))
+        return data_from_spec(data)
     return data
 
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchvision import datasets as tv_datasets
-from torchvision import transforms as T
+from conftest import gray_by_hand, gray_imagefolder, tiny8
 
 from cli.grid_flags import grid_settings
 from cli.main import build_parser, main
@@ -23,30 +20,6 @@ FLAGS = ["--img-size", "8", "--img-channels", "1", "--mean", "0.5", "--std", "0.
 RECORDED = {"size": 8, "resize": 8, "mean": [0.5], "std": [0.25], "channels": 1, "interpolation": "bilinear"}
 
 
-def _imagefolder(root, n=20):
-    """Three classes of 8 x 8 greyscale PNGs: noise plus a bright left, right or top half."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, half in enumerate([np.s_[:, :4], np.s_[:, 4:], np.s_[:4, :]]):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                px = rng.integers(0, 90, size=(8, 8))
-                px[half] += 140
-                Image.fromarray(px.astype(np.uint8), mode="L").save(root / split / f"c{c}" / f"{i}.png")
-    return root
-
-
-def _tiny(num_classes: int = 3) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))
-
-
-def _by_hand(root, split):
-    steps = T.Compose([T.Grayscale(1), T.ToTensor(), T.Normalize([0.5], [0.25])])
-    return as_tensors(tv_datasets.ImageFolder(str(root / split), steps))
-
-
 def _own_accuracy(model, x, y) -> float:
     with torch.no_grad():
         return 100.0 * int((model(x).argmax(-1) == y).sum()) / len(y)
@@ -55,13 +28,13 @@ def _own_accuracy(model, x, y) -> float:
 @pytest.fixture
 def trained(tmp_path):
     """The image tree and three models trained on it (registered as ``tiny8``)."""
-    register_model("tiny8", _tiny)
-    root = _imagefolder(tmp_path / "imgs")
-    x, y = _by_hand(root, "train")
+    register_model("tiny8", tiny8)
+    root = gray_imagefolder(tmp_path / "imgs")
+    x, y = gray_by_hand(root, "train")
     paths, models = [], []
     for seed in range(3):
         torch.manual_seed(seed)
-        model = _tiny()
+        model = tiny8()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         for _ in range(40 + 10 * seed):
             opt.zero_grad()
@@ -75,11 +48,11 @@ def trained(tmp_path):
 
 
 def test_the_flags_give_the_hand_written_transform(tmp_path):
-    root = _imagefolder(tmp_path / "imgs", n=3)
+    root = gray_imagefolder(tmp_path / "imgs", n=3)
     args = build_parser().parse_args(["interp", "a", "b", *FLAGS])
     image = grid_settings(args)["image"]
     x, y = as_tensors(load_dataset(f"imagefolder:{root}", "test", image=image))
-    hx, hy = _by_hand(root, "test")
+    hx, hy = gray_by_hand(root, "test")
     assert torch.equal(x, hx) and torch.equal(y, hy)
     assert grid_settings(build_parser().parse_args(["interp", "a", "b"]))["image"] is None
 
@@ -93,7 +66,7 @@ def test_interp_endpoints_score_what_the_models_own_loop_scores(trained, tmp_pat
     ps = read_paths(out / "paths.h5")
     assert ps.config["identity"]["image"] == RECORDED
     for split in ("train", "test"):
-        x, y = _by_hand(root, split)
+        x, y = gray_by_hand(root, split)
         for end, model in ((0, models[0]), (-1, models[1])):
             own = _own_accuracy(model, x, y)
             assert own > 90  # the models learnt the task: the comparison means something
@@ -120,7 +93,7 @@ def test_a_timm_model_is_evaluated_at_its_pretrained_size(tmp_path, capsys):
     timm = pytest.importorskip("timm")
     from timm.data import resolve_data_config
 
-    root = _imagefolder(tmp_path / "imgs", n=2)
+    root = gray_imagefolder(tmp_path / "imgs", n=2)
     paths = []
     for seed in range(2):
         torch.manual_seed(seed)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, gray_by_hand, gray_imagefolder, tiny8
 from safetensors.torch import load_file
 from torch import nn
 
@@ -63,46 +63,16 @@ FLAGS = ["--img-size", "8", "--img-channels", "1", "--mean", "0.5", "--std", "0.
 RECORDED = {"size": 8, "resize": 8, "mean": [0.5], "std": [0.25], "channels": 1, "interpolation": "bilinear"}
 
 
-def _imagefolder(root, n=12):
-    """Three classes of 8 x 8 greyscale PNGs: noise plus a bright left, right or top half."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, half in enumerate([np.s_[:, :4], np.s_[:, 4:], np.s_[:4, :]]):
-            (root / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                px = rng.integers(0, 90, size=(8, 8))
-                px[half] += 140
-                Image.fromarray(px.astype(np.uint8), mode="L").save(root / split / f"c{c}" / f"{i}.png")
-    return root
-
-
-def _by_hand(root, split):
-    from torchvision import datasets
-    from torchvision import transforms as T
-
-    from landscape.assets.resident import as_tensors
-
-    steps = T.Compose([T.Grayscale(1), T.ToTensor(), T.Normalize([0.5], [0.25])])
-    return as_tensors(datasets.ImageFolder(str(root / split), steps))
-
-
-def _tiny(num_classes: int = 3) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))
-
-
 def _own_accuracy(path, root) -> float:
     model = load_checkpoint(path).model.eval()
-    x, y = _by_hand(root, "test")
+    x, y = gray_by_hand(root, "test")
     with torch.no_grad():
         return 100.0 * int((model(x).argmax(-1) == y).sum()) / len(y)
 
 
 def test_a_model_is_evaluated_with_the_transform_it_was_trained_with(tmp_path, capsys):
-    register_model("tiny8", _tiny)
-    root = _imagefolder(tmp_path / "imgs")
+    register_model("tiny8", tiny8)
+    root = gray_imagefolder(tmp_path / "imgs", n=12)
     data = f"imagefolder:{root}"
     pre, ft = tmp_path / "pre.safetensors", tmp_path / "ft.safetensors"
     assert main(["pretrain", "--data", data, "--arch", "tiny8", *FLAGS, "--epochs", "3", "--lr", "0.1",
@@ -135,11 +105,11 @@ def test_only_checkpoints_trained_on_the_data_give_its_default_transform(tmp_pat
     from landscape import GridSettings, ImageTransform, as_checkpoint
     from landscape.grid.prepare import image_transform
 
-    a, b = _imagefolder(tmp_path / "a", n=1), _imagefolder(tmp_path / "b", n=1)
+    a, b = gray_imagefolder(tmp_path / "a", n=1), gray_imagefolder(tmp_path / "b", n=1)
     on_a, on_b = f"imagefolder:{a}", f"imagefolder:{b}"
 
     def ckpt(data, mean, name):
-        c = as_checkpoint(_tiny(), name=name)
+        c = as_checkpoint(tiny8(), name=name)
         tf = {"size": 8, "mean": [mean], "std": [0.25], "channels": 1}
         return replace(c, meta=replace(c.meta, dataset=data, extra={"image": tf}))
 

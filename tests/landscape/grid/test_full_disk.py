@@ -15,43 +15,12 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from small_runs import CLI, COMMANDS, argv, assert_same, reference  # noqa: F401 - reference: a fixture
 
 from cli.main import main
-from landscape import read_paths, read_surface
-
-CLI = [sys.executable, "-m", "cli"]
-SMALL = ["--train-subset", "200", "--test-subset", "100", "--engine", "loop", "--quiet"]
-COMMANDS = {"plane": (["--grid", "4", "--group-size", "3"], "plane.h5", read_surface),
-            "interp": (["--points", "5", "--group-size", "2"], "paths.h5", read_paths)}
-
-
-def _argv(command: str, ckpts, out: Path, *, plots: bool = False) -> list[str]:
-    extra, _, _ = COMMANDS[command]
-    return [command, *map(str, ckpts), *extra, *SMALL, *([] if plots else ["--no-plots"]), "--out", str(out)]
-
-
-@pytest.fixture(scope="module")
-def reference(three_ckpts, tmp_path_factory):
-    """The arrays of uninterrupted runs, by command."""
-    out = {}
-    for command, (_, name, read) in COMMANDS.items():
-        folder = tmp_path_factory.mktemp(command)
-        assert main(_argv(command, three_ckpts, folder)) == 0
-        out[command] = read(folder / name)
-    return out
-
-
-def _assert_same(a, b) -> None:
-    assert a.metrics.keys() == b.metrics.keys()
-    for split in a.metrics:
-        for name in a.metrics[split]:
-            np.testing.assert_array_equal(a.metrics[split][name], b.metrics[split][name])
-    np.testing.assert_array_equal(a.done, b.done)
 
 
 def _files(folder: Path) -> set[str]:
@@ -114,13 +83,13 @@ def test_a_full_tmpfs_is_one_line_and_the_rerun_finishes_identically(three_ckpts
     _, name, read = COMMANDS[command]
     with _tmpfs(tmp_path / "fs", kb) as fs:
         out = fs / "out"
-        run = subprocess.run([*CLI, *_argv(command, three_ckpts, out, plots=plots)], capture_output=True,
+        run = subprocess.run([*CLI, *argv(command, three_ckpts, out, plots=plots)], capture_output=True,
                              text=True, timeout=300)
         assert run.returncode not in (-11, 139), run.stderr[-3000:]  # the old segfault at exit
         _check_failure(run.returncode, run.stderr, out, command)
         subprocess.run(["mount", "-o", "remount,size=64m", str(fs)], check=True)  # space freed
-        assert main(_argv(command, three_ckpts, out, plots=plots)) == 0
-        _assert_same(read(out / name), reference[command])
+        assert main(argv(command, three_ckpts, out, plots=plots)) == 0
+        assert_same(read(out / name), reference[command])
         assert not {f"{name}.init", f"{name}.journal", f"{name}.lock"} & _files(out)
         assert not [f for f in _files(out) if ".tmp" in f]
 
@@ -178,11 +147,11 @@ def test_enospc_at_each_write_site_is_one_line_and_the_rerun_finishes_identicall
         three_ckpts, reference, tmp_path, monkeypatch, capsys, command, name, n):
     _, results, read = COMMANDS[command]
     full = FullAt(n, name)
-    code, err = _full_disk_run(monkeypatch, capsys, _argv(command, three_ckpts, tmp_path), full)
+    code, err = _full_disk_run(monkeypatch, capsys, argv(command, three_ckpts, tmp_path), full)
     assert full.hit, f"the run flushed {name} only {full.seen} times"
     _check_failure(code, err, tmp_path, command)
-    assert main(_argv(command, three_ckpts, tmp_path)) == 0
-    _assert_same(read(tmp_path / results), reference[command])
+    assert main(argv(command, three_ckpts, tmp_path)) == 0
+    assert_same(read(tmp_path / results), reference[command])
     assert _files(tmp_path) <= {results, "report.md", "report.csv", "report.json"}
 
 
@@ -194,10 +163,10 @@ def test_enospc_at_every_flush_in_turn(three_ckpts, reference, tmp_path, monkeyp
         n += 1
         out = tmp_path / str(n)
         full = FullAt(n)
-        code, err = _full_disk_run(monkeypatch, capsys, _argv(command, three_ckpts, out), full)
+        code, err = _full_disk_run(monkeypatch, capsys, argv(command, three_ckpts, out), full)
         if not full.hit:  # past the last flush: this run finished
             assert code == 0 and n > 5
             break
         _check_failure(code, err, out, command)
-        assert main(_argv(command, three_ckpts, out)) == 0
-        _assert_same(read(out / results), reference[command])
+        assert main(argv(command, three_ckpts, out)) == 0
+        assert_same(read(out / results), reference[command])
