@@ -60,7 +60,7 @@ from landscape.engine.evaluator import EvalData, GridEvaluator  # noqa: E402
 from landscape.engine.layout import ParamLayout  # noqa: E402
 
 CASES = ("demo", "peer", "resnet20", "resnet50", "scaling")
-DEMO_MEMBERS = [REPO / "runs" / "demo" / "runs" / "local-de" / f"member-{i}.safetensors" for i in (1, 2, 3)]
+DEMO_MEMBERS = [REPO / "runs" / "demo" / "runs" / "source-0" / "local-de" / f"member-{i}.safetensors" for i in (1, 2, 3)]
 CIFAR_MEAN, CIFAR_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
 
 

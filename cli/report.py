@@ -25,17 +25,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_report(root: Path) -> tuple[Path, list[Path]]:
-    """Collect the demo's results, check the paper's claims, render the page and the PNGs."""
-    from ensembles.claims import paper_claims
+    """Collect the demo's results, measure the paper's claims, render the page and the PNGs."""
     from ensembles.demo import read_demo
+    from ensembles.demo.summary import summarize
     from landscape.atomic import write_text
     from viz import save_figure
     from viz.report import ReportInput, render_report, static_figures
 
     r = read_demo(root)  # every file checked: a damaged one is one line naming it
-    claims = paper_claims({e["name"]: e["table"] for e in r.ensembles},
-                          {name: pairs for name, (_, pairs) in r.paths.items()})
-    data = ReportInput(r.ensembles, r.paths, r.planes, claims, subtitle=f"{root.name}: MNIST-1D, OOD set {r.ood}")
+    first = {names[0] for names in r.roles.values()}  # the figures of paths: source 0's runs
+    data = ReportInput(summarize(r), r.ensembles, {run: v for run, v in r.paths.items() if run in first}, r.planes,
+                       subtitle=f"{root.name}: {r.config.data}, {r.config.sources} sources, OOD set {r.ood}",
+                       validation=r.config.validation)
     page = root / "report.html"
     write_text(page, render_report(data))
     pngs = [save_figure(fig, root / "figures" / f"{stem}.png")

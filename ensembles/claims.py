@@ -1,8 +1,15 @@
-"""The paper's claims, checked against the numbers of a demo (never fixed prose).
+"""The paper's claims, each a measured effect with its 95% interval and a verdict (never fixed
+prose): *supported* when the interval lies on the claimed side of zero, *contradicted* when it
+lies on the other, else *inconclusive*; a claim of several effects is supported when all are and
+contradicted when any is (``ensembles.uncertainty``).
 
-Inputs are plain records: ensemble tables by run name (rows per size with ``accuracy``,
-``soup_accuracy``, ``member_accuracy``, ``ood_accuracy``, ``ood_soup_accuracy``) and, per run,
-the pair records of its linear paths (``a``, ``b``, ``acc_barrier_test``, ``label``).
+Inputs are plain records: each role's runs (one per replicate, ``ensembles.demo.ROLES``), each
+run's per-sample arrays (``ensembles.judged.SAMPLE_FIELDS``, per ensemble size) and the pair
+records of its linear paths (``a``, ``b``, ``acc_barrier_test``, ``label``).
+
+Differences of accuracy are paired: the same resampled test samples for both sides and for every
+replicate; their interval is the union of the bootstrap interval over test samples and Student's
+t across replicates. Differences of barriers use the spread across pairs (Welch's t).
 """
 
 from __future__ import annotations
@@ -12,28 +19,101 @@ from typing import Any
 
 import numpy as np
 
+from ensembles.uncertainty import (Interval, group_difference, mean_interval, overall_verdict, replicate_interval,
+                                   replicated_difference, resample_indices, union)
+
+Samples = Mapping[str, Mapping[str, Sequence[np.ndarray]]]
+METRICS = {"correct": "ensemble accuracy", "soup_correct": "soup accuracy", "member_correct": "member accuracy",
+           "ood_correct": "OOD ensemble accuracy", "ood_soup_correct": "OOD soup accuracy"}
+
 
 def paper_claims(
-    tables: Mapping[str, Sequence[Mapping[str, Any]]],
+    roles: Mapping[str, Sequence[str]],
+    samples: Samples,
     pairs: Mapping[str, Sequence[Mapping[str, Any]]],
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Each claim as ``{"claim", "holds", "evidence"}``; claims whose runs are missing are
-    left out."""
+    """Each claim as ``{"claim", "verdict", "effects", "evidence"}`` (``effects``: dicts with
+    ``label``, ``value``, ``low``, ``high``, ``verdict``, ``text``, and the ``bootstrap`` and
+    ``replicates`` bounds); claims whose runs are missing are left out."""
+    m = _Measure(roles, samples, seed)
+    claims = [
+        ("Semi-local SSE shows an accuracy drop in the middle of the path between consecutive snapshots; "
+         "local and optimal SSE do not.", _drop_in_the_middle(roles, pairs)),
+        ("Optimal StarSSE outperforms both optimal SSE and Local DE.",
+         [m.diff("starsse-optimal", "sse-optimal", "correct"), m.diff("starsse-optimal", "local-de", "correct")]),
+        ("Semi-local StarSSE quality degrades less than semi-local SSE.",
+         [m.diff("starsse-semilocal", "sse-semilocal", "correct")]),
+        ("The optimal StarSSE soup outperforms both the optimal SSE soup and the Local DE soup.",
+         [m.diff("starsse-optimal", "sse-optimal", "soup_correct"),
+          m.diff("starsse-optimal", "local-de", "soup_correct")]),
+        ("Out of distribution, optimal StarSSE and optimal SSE ensembles become inferior to Local DE.",
+         [m.diff("local-de", "starsse-optimal", "ood_correct"), m.diff("local-de", "sse-optimal", "ood_correct")]),
+        ("The optimal StarSSE soup has the best out-of-distribution accuracy of all soups.",
+         [m.diff("starsse-optimal", other, "ood_soup_correct") for other in _others(roles, "starsse-optimal")]),
+        ("Semi-local SSE members are less accurate than local SSE members (they leave the pre-train basin "
+         "and lose the benefits of transfer).", [m.diff("sse-local", "sse-semilocal", "member_correct")]),
+        ("Global DE (diverse networks from several pre-trained checkpoints) beats Local DE of the same size.",
+         [m.diff("global-de", "local-de", "correct")]),
+    ]
     out = []
-    for check in (_drop_in_the_middle, _starsse_vs_sse_and_local_de, _semilocal_degrades_less,
-                  _starsse_soup, _ood_soup, _semilocal_members_worse):
-        claim = check(tables, pairs)
-        if claim is not None:
-            out.append(claim)
+    for text, effects in claims:
+        effects = [e for e in effects if e is not None]
+        if effects:
+            out.append({"claim": text, "verdict": overall_verdict([e["verdict"] for e in effects]),
+                        "effects": effects, "evidence": "; ".join(f"{e['label']}: {e['text']}" for e in effects)})
     return out
 
 
-def _last(tables, run: str, key: str) -> float | None:
-    rows = tables.get(run)
-    return None if not rows or rows[-1].get(key) is None else float(rows[-1][key])
+def _others(roles, role: str) -> list[str]:
+    """The roles of other runs than ``role``'s, each set of runs once (a regime may share its runs)."""
+    seen = [set(roles.get(role, ()))]
+    out = []
+    for other in roles:
+        if role in roles and set(roles[other]) not in seen:
+            seen.append(set(roles[other]))
+            out.append(other)
+    return out
 
 
-def _consecutive(pair_rows) -> list[Mapping[str, Any]]:
+class _Measure:
+    """Paired differences between roles, on resamples cached per test-set size."""
+
+    def __init__(self, roles, samples: Samples, seed: int) -> None:
+        self.roles, self.samples, self.seed, self.idx = roles, samples, seed, {}
+
+    def arrays(self, role: str, key: str) -> list[Sequence[np.ndarray]] | None:
+        runs = self.roles.get(role)
+        if not runs or any(run not in self.samples or not self.samples[run].get(key) for run in runs):
+            return None
+        return [self.samples[run][key] for run in runs]
+
+    def resamples(self, n: int) -> np.ndarray:
+        if n not in self.idx:
+            self.idx[n] = resample_indices(n, seed=self.seed)
+        return self.idx[n]
+
+    def diff(self, a_role: str, b_role: str, key: str) -> dict[str, Any] | None:
+        a, b = self.arrays(a_role, key), self.arrays(b_role, key)
+        if a is None or b is None:
+            return None
+        k = min(len(x) for x in (*a, *b))
+        boot, reps, both = replicated_difference([x[k - 1] for x in a], [y[k - 1] for y in b],
+                                                 self.resamples(len(a[0][k - 1])))
+        return effect(f"{a_role} minus {b_role}, {METRICS[key]} at size {k}", both, bootstrap=boot, replicates=reps)
+
+
+def effect(label: str, interval: Interval, side: str = "greater", *, bootstrap: Interval | None = None,
+           replicates: Interval | None = None) -> dict[str, Any]:
+    """One measured effect as the claims and the report hold it."""
+    def bounds(iv):
+        return None if iv is None or not np.isfinite(iv.low) else [iv.low, iv.high]
+
+    return {"label": label, **interval.to_dict(), "verdict": interval.verdict(side), "side": side,
+            "text": interval.format(), "bootstrap": bounds(bootstrap), "replicates": bounds(replicates)}
+
+
+def consecutive(pair_rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The pairs of snapshots k and k + 1 (names ending in ``-<k>``; other names are left out)."""
     def idx(name: str) -> int | None:
         tail = name.rsplit("-", 1)[-1]
@@ -43,96 +123,38 @@ def _consecutive(pair_rows) -> list[Mapping[str, Any]]:
     return [p for a, b, p in steps if a is not None and b is not None and b - a == 1]
 
 
-def _drop_in_the_middle(tables, pairs):
-    if not {"sse-local", "sse-semilocal"} <= set(pairs):
+def _barriers(roles, pairs, role: str) -> list[float] | None:
+    """The test accuracy barriers between consecutive snapshots of every run of ``role``."""
+    runs = roles.get(role)
+    if not runs or any(run not in pairs for run in runs):
         return None
     # report.json writes a NaN barrier as null
-    local = [np.nan if p["acc_barrier_test"] is None else p["acc_barrier_test"]
-             for p in _consecutive(pairs["sse-local"])]
-    semi = [np.nan if p["acc_barrier_test"] is None else p["acc_barrier_test"]
-            for p in _consecutive(pairs["sse-semilocal"])]
-    local_same = sum(p["label"] == "same basin" for p in _consecutive(pairs["sse-local"]))
-    semi_diff = sum(p["label"] == "different basin" for p in _consecutive(pairs["sse-semilocal"]))
-    # a real drop: some semi-local pair crosses the basin threshold while every local pair
-    # stays in the same basin (a larger mean alone could be sampling noise)
-    holds = bool(semi_diff > 0 and local_same == len(local) and np.mean(semi) > np.mean(local))
-    return {
-        "claim": "Semi-local SSE shows an accuracy drop in the middle of the path between "
-                 "consecutive snapshots; local SSE does not.",
-        "holds": holds,
-        "evidence": f"mean test accuracy barrier between consecutive snapshots: semi-local "
-                    f"{np.mean(semi):.2f} pp ({semi_diff}/{len(semi)} pairs in different basins) "
-                    f"vs local {np.mean(local):.2f} pp ({local_same}/{len(local)} pairs in the "
-                    "same basin)",
-    }
+    return [np.nan if p["acc_barrier_test"] is None else float(p["acc_barrier_test"])
+            for run in runs for p in consecutive(pairs[run])]
 
 
-def _best(tables, prefix: str, key: str) -> tuple[str, float] | None:
-    cands = [(name, _last(tables, name, key)) for name in tables if name.startswith(prefix)]
-    cands = [(n, v) for n, v in cands if v is not None]
-    return max(cands, key=lambda nv: nv[1]) if cands else None
+def _drop_in_the_middle(roles, pairs) -> list[dict[str, Any] | None]:
+    semi = _barriers(roles, pairs, "sse-semilocal")
+    if semi is None:
+        return []
+    out = []
+    for other in ("sse-local", "sse-optimal"):
+        values = _barriers(roles, pairs, other)
+        if values is None or set(roles[other]) == set(roles["sse-semilocal"]):
+            continue  # the optimal rate may be the semi-local one: no contrast to measure
+        if other == "sse-optimal" and set(roles[other]) == set(roles.get("sse-local", ())):
+            continue  # the optimal rate is the local one: measured once
+        out.append(effect(f"sse-semilocal minus {other}, mean test accuracy barrier between consecutive "
+                          f"snapshots ({len(semi)} and {len(values)} pairs)", group_difference(semi, values)))
+    return out
 
 
-def _starsse_vs_sse_and_local_de(tables, pairs):
-    star, sse = _best(tables, "starsse", "accuracy"), _best(tables, "sse", "accuracy")
-    lde = _last(tables, "local-de", "accuracy")
-    if star is None or sse is None or lde is None:
+def role_interval(samples: Sequence[Sequence[np.ndarray]], size: int, seed: int = 0) -> Interval | None:
+    """A role's mean over its replicates of a per-sample quantity at ensemble ``size`` (percent),
+    with the union of its bootstrap interval over test samples and Student's t across replicates
+    (what the report's tables and error bars show); None where a replicate lacks that size."""
+    if not samples or any(len(s) < size for s in samples):
         return None
-    return {
-        "claim": "The best StarSSE ensemble beats the best SSE ensemble and Local DE of the "
-                 "same size.",
-        "holds": star[1] > sse[1] and star[1] > lde,
-        "evidence": f"accuracy at the largest size: {star[0]} {star[1]:.2f}%, {sse[0]} "
-                    f"{sse[1]:.2f}%, local-de {lde:.2f}%",
-    }
-
-
-def _semilocal_degrades_less(tables, pairs):
-    star, sse = _last(tables, "starsse-semilocal", "accuracy"), _last(tables, "sse-semilocal",
-                                                                     "accuracy")
-    if star is None or sse is None:
-        return None
-    return {
-        "claim": "Semi-local StarSSE degrades less than semi-local SSE.",
-        "holds": star >= sse,
-        "evidence": f"ensemble accuracy: starsse-semilocal {star:.2f}% vs sse-semilocal "
-                    f"{sse:.2f}%",
-    }
-
-
-def _starsse_soup(tables, pairs):
-    star, sse = _best(tables, "starsse", "soup_accuracy"), _best(tables, "sse", "soup_accuracy")
-    lde = _last(tables, "local-de", "soup_accuracy")
-    if star is None or sse is None or lde is None:
-        return None
-    return {
-        "claim": "The best StarSSE soup beats the best SSE soup and the Local DE soup.",
-        "holds": star[1] > sse[1] and star[1] > lde,
-        "evidence": f"soup accuracy: {star[0]} {star[1]:.2f}%, {sse[0]} {sse[1]:.2f}%, "
-                    f"local-de {lde:.2f}%",
-    }
-
-
-def _ood_soup(tables, pairs):
-    cands = [(n, _last(tables, n, "ood_soup_accuracy")) for n in tables]
-    cands = [(n, v) for n, v in cands if v is not None]
-    if not cands:
-        return None
-    best = max(cands, key=lambda nv: nv[1])
-    return {
-        "claim": "A StarSSE soup has the best out-of-distribution accuracy of all soups.",
-        "holds": best[0].startswith("starsse"),
-        "evidence": "OOD soup accuracy: " + ", ".join(f"{n} {v:.2f}%" for n, v in cands),
-    }
-
-
-def _semilocal_members_worse(tables, pairs):
-    semi, local = (_last(tables, n, "member_accuracy") for n in ("sse-semilocal", "sse-local"))
-    if semi is None or local is None:
-        return None
-    return {
-        "claim": "Semi-local SSE members are less accurate than local SSE members (they leave "
-                 "the pre-train basin and lose the benefits of transfer).",
-        "holds": semi < local,
-        "evidence": f"mean member accuracy: sse-semilocal {semi:.2f}% vs sse-local {local:.2f}%",
-    }
+    values = [np.asarray(s[size - 1], dtype=np.float64) for s in samples]
+    boot = mean_interval(np.mean(values, axis=0), resample_indices(len(values[0]), seed=seed), scale=100.0)
+    return union(boot, replicate_interval([100.0 * float(v.mean()) for v in values]))

@@ -1,21 +1,23 @@
-"""Judging ensemble runs: quality by ensemble size, diversity, soups, out of distribution."""
+"""Judging ensemble runs: quality by ensemble size, diversity, soups, out of distribution
+(the result, ``RunReport``, and ``compare`` live in ``ensembles.judged``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ensembles.inputs import training_transform
+from ensembles.judged import RunReport, compare
 from ensembles.manifest import Run, read_run
-from ensembles.metrics import EnsembleRow, accuracy, ensemble_rows
+from ensembles.metrics import EnsembleRow, ensemble_rows
 from ensembles.soup import uniform_soup
 from ensembles.training import predict_probs
-from ensembles.uncertainty import Interval, correct, mean_interval, paired_difference, resample_indices, sample_nll
+from ensembles.uncertainty import Interval, correct, mean_interval, resample_indices, sample_nll
 from landscape.assets.checkpoint import Checkpoint
 from landscape.assets.datasets import dataset_info, is_dataset_name, load_dataset
 from landscape.assets.modules import CheckpointLike, allowing_archs, as_checkpoints, load_checkpoint
@@ -26,63 +28,7 @@ from landscape.assets.userdata import Data
 from landscape.errors import UserError
 from landscape.progress import progress
 
-
-@dataclass(frozen=True)
-class RunReport:
-    """An ensemble run judged by ensemble size 1..K.
-
-    Attributes:
-        name, method: the run directory's name and its method.
-        rows: in-distribution test metrics per size (see ``EnsembleRow``).
-        soup_accuracy: test accuracy (%) of the uniform soup of the first k members, per size
-            (empty when soups were not computed).
-        ood_rows: metrics averaged over every corruption and severity, per size.
-        ood_by_corruption: per corruption (averaged over severities), per size.
-        ood_soup_accuracy: the soups' accuracy averaged over corruptions and severities.
-        classes: the number of classes of the data.
-        intervals: per size, the 95% bootstrap intervals over test samples of ``accuracy``,
-            ``nll`` and ``soup_accuracy`` (``ensembles.uncertainty``).
-        correct: per size, the ensemble's (N,) per-sample correctness on the test set, and
-            ``soup_correct`` the soups': what paired comparisons of runs resample
-            (``compare``); left out of ``to_dict``.
-    """
-
-    name: str
-    method: str
-    rows: list[EnsembleRow]
-    soup_accuracy: list[float] = field(default_factory=list)
-    ood_rows: list[EnsembleRow] = field(default_factory=list)
-    ood_by_corruption: dict[str, list[EnsembleRow]] = field(default_factory=dict)
-    ood_soup_accuracy: list[float] = field(default_factory=list)
-    intervals: list[dict[str, Interval]] = field(default_factory=list)
-    classes: int | None = None
-    correct: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
-    soup_correct: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data, with its ``table``, without the per-sample arrays."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("correct", "soup_correct")}
-        doc = asdict(RunReport(**doc))
-        del doc["correct"], doc["soup_correct"]
-        doc["table"] = self.table()
-        return doc
-
-    def table(self) -> list[dict]:
-        """One flat record per ensemble size (for CSV/JSON)."""
-        out = []
-        for i, row in enumerate(self.rows):
-            rec = {"run": self.name, "method": self.method, **asdict(row)}
-            if self.soup_accuracy:
-                rec["soup_accuracy"] = self.soup_accuracy[i]
-            if self.ood_rows:
-                rec.update({f"ood_{k}": v for k, v in asdict(self.ood_rows[i]).items()
-                            if k != "size"})
-            if self.ood_soup_accuracy:
-                rec["ood_soup_accuracy"] = self.ood_soup_accuracy[i]
-            for key, iv in (self.intervals[i] if self.intervals else {}).items():
-                rec[f"{key}_low"], rec[f"{key}_high"] = iv.low, iv.high
-            out.append(rec)
-        return out
+__all__ = ["RunReport", "compare", "evaluate"]
 
 
 def evaluate(
@@ -131,9 +77,11 @@ def evaluate(
     probs = members.probs(len(labels), classes) if members.probs is not None else \
         [predict_probs(m, test, device) for m in models]
     report = dict(name=members.name, method=members.method, rows=ensemble_rows(probs, labels), classes=classes)
-    report["correct"] = [correct(np.mean(probs[:k], axis=0), labels) for k in range(1, len(probs) + 1)]
-    scores = {"accuracy": report["correct"], "nll": [sample_nll(np.mean(probs[:k], axis=0), labels)
-                                                     for k in range(1, len(probs) + 1)]}
+    sizes = range(1, len(probs) + 1)
+    report["correct"] = [correct(np.mean(probs[:k], axis=0), labels) for k in sizes]
+    member = np.cumsum([correct(p, labels) for p in probs], axis=0)
+    report["member_correct"] = [member[k - 1] / k for k in sizes]
+    scores = {"accuracy": report["correct"], "nll": [sample_nll(np.mean(probs[:k], axis=0), labels) for k in sizes]}
     soup_models = []
     if soups:
         bn_inputs = as_tensors(load_dataset(members.data, "train", data_root, image=image))[0]
@@ -211,52 +159,40 @@ def _intervals(scores: dict[str, list[np.ndarray]], n: int, seed: int) -> list[d
              for key, values in scores.items()} for k in range(sizes)]
 
 
-def compare(reports: Sequence[RunReport], size: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Paired differences of test accuracy between runs judged on one test set: for every pair
-    (a, b) at ensemble ``size`` (default: the largest both have), ``a - b`` in percent points with
-    its bootstrap interval over the same resampled test samples, and whether it says a is better
-    (``verdict`` of "a beats b": supported, contradicted or inconclusive); the same for soups.
-
-    Raises:
-        UserError: reports of different test sets.
-    """
-    if size is not None and not (isinstance(size, int) and size >= 1):
-        raise UserError(f"size must be a positive ensemble size, got {size!r}")
-    out = []
-    for i, a in enumerate(reports):
-        for b in reports[i + 1:]:
-            if len(a.correct[0]) != len(b.correct[0]):
-                raise UserError(f"{a.name} and {b.name} were judged on different test sets; compare runs of one dataset")
-            k = min(size or len(a.correct), len(a.correct), len(b.correct))
-            idx = resample_indices(len(a.correct[0]), seed=seed)
-            rec: dict[str, Any] = {"a": a.name, "b": b.name, "size": k}
-            pairs = [("accuracy", a.correct, b.correct), ("soup_accuracy", a.soup_correct, b.soup_correct)]
-            for key, ca, cb in pairs:
-                if len(ca) >= k and len(cb) >= k:
-                    diff = paired_difference(ca[k - 1], cb[k - 1], idx)
-                    rec[key] = {**diff.to_dict(), "verdict": diff.verdict("greater"), "text": diff.format()}
-            out.append(rec)
-    return out
-
-
 def _ood(models, soup_models, spec: str, data_root, device) -> dict:
+    """OOD metrics per size (averaged over corruptions and severities) and, where every set is
+    of one length (the same base samples corrupted), the per-base-sample correctness averaged
+    over the sets."""
     source = ood_set(spec, data_root)
     per_corruption, soup_accs = {}, []
+    sums = {"ood_correct": None, "ood_soup_correct": None}
     with progress(total=len(source.corruptions) * 5, desc="ood", unit="set") as bar:
         for corruption in source.corruptions:
             rows_by_severity = []
             for severity in range(1, 6):
                 x, y = source.load(corruption, severity)
-                ds = ArrayDataset(x, y)
+                ds, labels = ArrayDataset(x, y), y.numpy()
                 probs = [predict_probs(m, ds, device) for m in models]
-                rows_by_severity.append(ensemble_rows(probs, y.numpy()))
-                soup_accs.append([accuracy(predict_probs(s, ds, device), y.numpy())
-                                  for s in soup_models])
+                rows_by_severity.append(ensemble_rows(probs, labels))
+                soup_right = [correct(predict_probs(s, ds, device), labels) for s in soup_models]
+                soup_accs.append([100.0 * float(c.mean()) for c in soup_right])
+                ens_right = [correct(np.mean(probs[:k], axis=0), labels) for k in range(1, len(probs) + 1)]
+                for key, right in (("ood_correct", ens_right), ("ood_soup_correct", soup_right)):
+                    sums[key] = _add(sums[key], right)
                 bar.update(1)
             per_corruption[corruption] = _mean_rows(rows_by_severity)
+    sets = len(source.corruptions) * 5
     return {"ood_rows": _mean_rows(list(per_corruption.values())),
             "ood_by_corruption": per_corruption,
-            "ood_soup_accuracy": [float(v) for v in np.mean(soup_accs, axis=0)] if soup_models else []}
+            "ood_soup_accuracy": [float(v) for v in np.mean(soup_accs, axis=0)] if soup_models else [],
+            **{key: [] if total is False else [t / sets for t in total] for key, total in sums.items()}}
+
+
+def _add(total, values: list[np.ndarray]):
+    """Per-size running sums of per-sample values; False once two sets differ in length."""
+    if total is False or (total is not None and total and values and len(total[0]) != len(values[0])):
+        return False
+    return list(values) if total is None else [t + v for t, v in zip(total, values)]
 
 
 def _mean_rows(groups: Sequence[list[EnsembleRow]]) -> list[EnsembleRow]:

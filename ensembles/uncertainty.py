@@ -16,12 +16,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from landscape.rounding import interval_digits, rounded
 
 LEVEL = 0.95
 RESAMPLES = 1000
@@ -48,22 +51,31 @@ class Interval:
             above, below = below, above
         return "supported" if above else "contradicted" if below else "inconclusive"
 
-    def format(self, unit: str = "pp", digits: int = 1, signed: bool = True) -> str:
-        """``+0.6 pp [+0.2, +1.0]``."""
-        f = f"{{:{'+' if signed else ''}.{digits}f}}"
-        return f"{f.format(self.value)}{' ' + unit if unit else ''} [{f.format(self.low)}, {f.format(self.high)}]"
+    def digits(self) -> int:
+        """Decimals the interval supports (``landscape.rounding.interval_digits``)."""
+        return interval_digits(self.low, self.high)
+
+    def format(self, unit: str = "pp", digits: int | None = None, signed: bool = True) -> str:
+        """``+0.6 pp [+0.2, +1.0]``, rounded to ``digits`` decimals (default: ``self.digits()``)."""
+        d = self.digits() if digits is None else digits
+        bounds = f"[{rounded(self.low, d, signed)}, {rounded(self.high, d, signed)}]" if math.isfinite(self.low) else "[n/a]"
+        return f"{rounded(self.value, d, signed)}{' ' + unit if unit else ''} {bounds}"
 
     def to_dict(self) -> dict[str, float]:
         return {"value": self.value, "low": self.low, "high": self.high, "level": self.level}
 
 
+@functools.lru_cache(maxsize=4)
 def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     """(resamples, n) indices drawn with replacement from ``range(n)``; the same for every call
-    with the same arguments, so that separate calls on one test set stay paired."""
+    with the same arguments, so that separate calls on one test set stay paired (read-only: the
+    last few are kept and shared)."""
     if n < 1:
         raise ValueError("the bootstrap needs at least one sample")
     dtype = np.int32 if n < 2**31 else np.int64
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n), dtype=dtype)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n), dtype=dtype)
+    idx.flags.writeable = False
+    return idx
 
 
 def correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -108,6 +120,62 @@ def replicate_interval(values: Sequence[float], level: float = LEVEL) -> Interva
         return Interval(mean, math.nan, math.nan, level)
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return Interval(mean, mean - half, mean + half, level)
+
+
+def replicated_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], idx: np.ndarray, *,
+                          scale: float = 100.0, level: float = LEVEL) -> tuple[Interval, Interval, Interval]:
+    """``mean(a) - mean(b)`` averaged over independent replicates (``a[r]``, ``b[r]``: per-sample
+    values of replicate r on one test set; a single run on either side is compared with every
+    replicate of the other).
+
+    Returns three intervals of that mean difference: the paired bootstrap over test samples (the
+    same resampled samples for every replicate), Student's t across the replicates, and their
+    union (the lower of the two lows, the higher of the two highs), whose verdict is supported
+    only when both intervals lie on the claimed side of zero.
+    """
+    if len(a) == 1 or len(b) == 1:  # one run (e.g. Global DE, from every source) against each replicate
+        a, b = list(a) * max(1, len(b) // len(a)), list(b) * max(1, len(a) // len(b))
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"replicates must pair up, got {len(a)} and {len(b)}")
+    diffs = [np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64) for x, y in zip(a, b)]
+    if len({d.shape for d in diffs}) != 1:
+        raise ValueError("every replicate must be judged on the same test samples")
+    boot = mean_interval(np.mean(diffs, axis=0), idx, scale=scale, level=level)
+    reps = replicate_interval([float(d.mean() * scale) for d in diffs], level)
+    return boot, reps, union(boot, reps)
+
+
+def group_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
+    """``mean(a) - mean(b)`` of two groups of independent values (e.g. the barriers of the pairs
+    of two runs), with Welch's t interval; NaN values are left out, and a group of fewer than two
+    values leaves the interval NaN (no verdict)."""
+    a = np.asarray([v for v in a if math.isfinite(v)], dtype=np.float64)
+    b = np.asarray([v for v in b if math.isfinite(v)], dtype=np.float64)
+    value = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return Interval(value, math.nan, math.nan, level)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Interval(value, value, value, level)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    return Interval(value, value - half, value + half, level)
+
+
+def union(*intervals: Interval) -> Interval:
+    """The smallest interval holding every given one (NaN bounds left out; all NaN: NaN)."""
+    lows = [i.low for i in intervals if math.isfinite(i.low)]
+    highs = [i.high for i in intervals if math.isfinite(i.high)]
+    return Interval(intervals[0].value, min(lows, default=math.nan), max(highs, default=math.nan),
+                    intervals[0].level)
+
+
+def overall_verdict(verdicts: Sequence[str]) -> str:
+    """A claim made of several effects: supported when every one is, contradicted when any is."""
+    if verdicts and all(v == "supported" for v in verdicts):
+        return "supported"
+    return "contradicted" if "contradicted" in verdicts else "inconclusive"
 
 
 def _percentile(value: float, draws: np.ndarray, level: float) -> Interval:

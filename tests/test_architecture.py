@@ -23,7 +23,7 @@ BELOW = {
     "landscape.engine": ("landscape.assets", "landscape.grid", "landscape.surfaces"),
     "landscape.grid": ("landscape.surfaces",),
 }
-VIZ_MAY_IMPORT = ("landscape.results",)  # pure renderers: result types in, figures out
+VIZ_MAY_IMPORT = ("landscape.results", "landscape.rounding")  # pure renderers: result types in, figures out
 MAX_MODULE_LINES, MAX_CLASS_LINES = 300, 250
 
 

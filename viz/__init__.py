@@ -1,6 +1,6 @@
 """viz: pure renderers for landscape results (matplotlib and plotly figures, HTML pages).
 
-Imports nothing of ours but :mod:`landscape.results`.
+Imports nothing of ours but :mod:`landscape.results` (and :mod:`landscape.rounding`).
 
 Example:
     >>> from viz import plot_plane, save_figure, plane_figure, write_html
@@ -8,7 +8,7 @@ Example:
     >>> write_html(plane_figure(surface), "plane.html")
 """
 
-from viz.ensembles import plot_size_curves, plot_sweep_heatmap
+from viz.ensembles import plot_size_curves, plot_sweep_curves, plot_sweep_heatmap
 from viz.paths import plot_barrier_matrix, plot_paths
 from viz.plane import plot_plane, plot_surface_3d, save_figure
 from viz.plane_html import plane_figure, write_html
@@ -22,6 +22,7 @@ __all__ = [
     "plot_plane",
     "plot_size_curves",
     "plot_surface_3d",
+    "plot_sweep_curves",
     "plot_sweep_heatmap",
     "save_figure",
     "write_html",

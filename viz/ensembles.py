@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from viz.views import LITERAL, literal_legend
 
@@ -96,4 +97,39 @@ def plot_sweep_heatmap(
             ax.text(j, i, f"{v:.2f}", ha="center", va="center",
                     color="black" if v > mid else "white", fontsize=9)
     fig.colorbar(im, ax=ax)
+    return fig
+
+
+def plot_sweep_curves(
+    sweep: Mapping[str, Sequence[Mapping]],
+    *,
+    title: str = "validation ensemble accuracy (%)",
+) -> Figure:
+    """Validation accuracy against the cycle learning rate, one line per method, with error bars
+    (``row["accuracy"]``: ``value``, ``low``, ``high``) and the chosen rate ringed.
+
+    Args:
+        sweep: per method, rows with ``cycle_lr``, ``accuracy`` and ``regime`` (containing
+            ``optimal`` for the chosen rate).
+    """
+    if not sweep:
+        raise ValueError("no sweep to draw")
+    fig = Figure(figsize=(5.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for method, rows in sweep.items():
+        x = np.asarray([r["cycle_lr"] for r in rows], dtype=float)
+        acc = [r["accuracy"] for r in rows]
+        v = np.asarray([a["value"] for a in acc], dtype=float)
+        err = np.asarray([[a["value"] - a["low"], a["high"] - a["value"]] for a in acc], dtype=float).T
+        line = ax.errorbar(x, v, yerr=np.nan_to_num(err), marker="o", capsize=3, label=method)[0]
+        best = [i for i, r in enumerate(rows) if "optimal" in r.get("regime", "")]
+        ax.plot(x[best], v[best], "o", ms=13, mfc="none", color=line.get_color())
+    ax.set_xscale("log")
+    rates = sorted({r["cycle_lr"] for rows in sweep.values() for r in rows})
+    ax.set_xticks(rates, [f"{v:g}" for v in rates])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("cycle learning rate")
+    ax.set_title(title, **LITERAL)
+    ax.grid(alpha=0.3)
+    literal_legend(ax, [c[0] for c in ax.containers], list(sweep), fontsize=9)
     return fig

@@ -1,5 +1,6 @@
-"""The demo's HTML report: one self-contained page (plotly.js inlined, no network) with the
-paper's figures, tables of the numbers, and the paper's claims checked against them.
+"""The demo's HTML report: one self-contained page (plotly.js inlined, no network) with the task
+and its criteria, the paper's claims as measured effects with intervals and verdicts, the sweep
+of cycle rates, the paper's figures with error bars, and tables of the numbers.
 
 Pure rendering: everything arrives as result types (``Surface``, ``PathSet``) or plain
 dictionaries of numbers; the caller writes the page and the PNGs.
@@ -7,7 +8,6 @@ dictionaries of numbers; the caller writes the page and the PNGs.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +18,12 @@ from matplotlib.figure import Figure
 from plotly.offline import get_plotlyjs
 
 from landscape.results import PathSet, Surface
-from viz.ensembles import plot_size_curves
+from viz.ensembles import plot_size_curves, plot_sweep_curves
 from viz.paths import plot_paths
 from viz.plane import plot_plane, plot_surface_3d
 from viz.plane_html import plane_figure
+from viz.report_parts import (barriers_html, claims_html, e, pairs_html, roles_html, run_tables_html, sweep_html,
+                              task_html)
 from viz.views import View, log_levels
 
 _SIZE_METRICS = (("accuracy", "Ensemble accuracy (%)"), ("soup_accuracy", "Soup accuracy (%)"),
@@ -34,36 +36,61 @@ class ReportInput:
     """What the report shows.
 
     Attributes:
+        summary: the records of ``ensembles.demo.summary.summarize``: ``task`` (the target, its
+            sizes and criteria), ``claims`` (each with ``verdict`` and ``effects``), ``sweep``
+            (per method, rows per cycle rate), ``roles`` (per role, rows per ensemble size of
+            ``{value, low, high}`` records) and ``barriers`` (per role).
         ensembles: one dict per run: ``name``, ``method`` and ``table`` (records per ensemble
-            size with accuracy, nll, ece, brier, member_accuracy, diversity, soup_accuracy,
-            ood_* ...).
+            size with accuracy, nll, ece, ...), shown folded.
         paths: run name -> (PathSet, list of pair records with barriers and labels).
         planes: name -> Surface.
-        claims: dicts with ``claim``, ``holds`` (bool) and ``evidence`` (text with numbers).
         title, subtitle: page heading.
     """
 
-    ensembles: Sequence[Mapping[str, Any]]
+    summary: Mapping[str, Any]
+    ensembles: Sequence[Mapping[str, Any]] = ()
     paths: Mapping[str, tuple[PathSet, Sequence[Mapping[str, Any]]]] = field(default_factory=dict)
     planes: Mapping[str, Surface] = field(default_factory=dict)
-    claims: Sequence[Mapping[str, Any]] = field(default_factory=list)
     title: str = "Loss landscapes of ensembles in transfer learning"
     subtitle: str = ""
+    validation: str = ""
 
 
 # ----------------------------------------------------------------------------- plotly figures
 
 
-def size_figure(ensembles: Sequence[Mapping[str, Any]], metric: str, title: str) -> go.Figure:
+def size_figure(roles: Mapping[str, Sequence[Mapping[str, Any]]], metric: str, title: str) -> go.Figure:
+    """One line per role against ensemble size, with its interval as error bars."""
     fig = go.Figure()
-    for run in ensembles:
-        values = [r.get(metric) for r in run["table"]]
-        if any(v is not None for v in values):
-            fig.add_trace(go.Scatter(x=[r["size"] for r in run["table"]], y=values,
-                                     mode="lines+markers", name=run["name"]))
-    fig.update_layout(title=title, xaxis_title="ensemble size", template="plotly_white",
-                      height=380)
+    for role, rows in roles.items():
+        ivs = [r.get(metric) for r in rows]
+        if all(isinstance(iv, Mapping) for iv in ivs) and ivs:
+            v = [iv["value"] for iv in ivs]
+            fig.add_trace(go.Scatter(
+                x=[r["size"] for r in rows], y=v, mode="lines+markers", name=role,
+                error_y=dict(type="data", symmetric=False, array=[_gap(iv["high"], iv["value"]) for iv in ivs],
+                             arrayminus=[_gap(iv["value"], iv["low"]) for iv in ivs])))
+    fig.update_layout(title=title, xaxis_title="ensemble size", template="plotly_white", height=380)
     return fig
+
+
+def sweep_figure(sweep: Mapping[str, Sequence[Mapping[str, Any]]]) -> go.Figure:
+    """Validation accuracy against the cycle rate, per method, with error bars."""
+    fig = go.Figure()
+    for method, rows in sweep.items():
+        acc = [r["accuracy"] for r in rows]
+        fig.add_trace(go.Scatter(
+            x=[r["cycle_lr"] for r in rows], y=[a["value"] for a in acc], mode="lines+markers", name=method,
+            text=[r["regime"] for r in rows],
+            error_y=dict(type="data", symmetric=False, array=[_gap(a["high"], a["value"]) for a in acc],
+                         arrayminus=[_gap(a["value"], a["low"]) for a in acc])))
+    fig.update_layout(title="validation ensemble accuracy (%) by cycle learning rate", xaxis_type="log",
+                      xaxis_title="cycle learning rate", template="plotly_white", height=380)
+    return fig
+
+
+def _gap(a: float | None, b: float | None) -> float:
+    return 0.0 if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)) else float(a - b)
 
 
 def paths_figure(name: str, paths: PathSet) -> go.Figure:
@@ -114,11 +141,21 @@ def surface_3d_figure(name: str, surface: Surface) -> go.Figure:
 
 def static_figures(data: ReportInput) -> dict[str, Figure]:
     """A PNG-ready matplotlib figure for every figure of the page, by file stem."""
-    series = {r["name"]: {m: [row.get(m) for row in r["table"] if row.get(m) is not None]
-                          for m, _ in _SIZE_METRICS} for r in data.ensembles}
-    figs = {"ensembles": plot_size_curves(series, [m for m, _ in _SIZE_METRICS])}
+    figs = {}
+    series = {}
+    for role, rows in data.summary.get("roles", {}).items():
+        series[role] = {}
+        for m, _ in _SIZE_METRICS:
+            ivs = [r.get(m) for r in rows]
+            if ivs and all(isinstance(iv, Mapping) for iv in ivs):
+                series[role].update({m: [iv["value"] for iv in ivs], f"{m}_low": [iv["low"] for iv in ivs],
+                                     f"{m}_high": [iv["high"] for iv in ivs]})
+    if series:
+        figs["ensembles"] = plot_size_curves(series, [m for m, _ in _SIZE_METRICS])
+    if data.summary.get("sweep"):
+        figs["sweep"] = plot_sweep_curves(data.summary["sweep"])
     for name, (ps, _) in data.paths.items():
-        figs[f"paths-{name}"] = plot_paths(ps, metrics=("acc",))
+        figs[f"paths-{name.replace('/', '.')}"] = plot_paths(ps, metrics=("acc",))
     for name, surface in data.planes.items():
         figs[f"plane-{name}"] = plot_plane(surface)
         figs[f"plane3d-{name}"] = plot_surface_3d(surface)
@@ -130,29 +167,32 @@ def static_figures(data: ReportInput) -> dict[str, Figure]:
 
 def render_report(data: ReportInput) -> str:
     """The whole page as one HTML string (works offline: plotly.js is inlined)."""
-    figures: list[tuple[str, go.Figure]] = [
-        (title, size_figure(data.ensembles, m, title)) for m, title in _SIZE_METRICS]
-    body = [f"<h1>{_e(data.title)}</h1>", f"<p class='sub'>{_e(data.subtitle)}</p>",
-            _claims_html(data.claims), "<h2>Ensembles and soups by ensemble size</h2>",
-            "<div class='grid'>"]
-    body += [_figure_div(fig, f"size-{i}") for i, (_, fig) in enumerate(figures)]
-    body.append("</div>")
-    body.append(_ensemble_tables(data.ensembles))
+    summary = data.summary
+    roles = summary.get("roles", {})
+    body = [f"<h1>{e(data.title)}</h1>", f"<p class='sub'>{e(data.subtitle)}</p>"]
+    if "task" in summary:
+        body.append(task_html(summary["task"]))
+    body.append(claims_html(summary.get("claims", [])))
+    if summary.get("sweep"):
+        body += [sweep_html(summary["sweep"], data.validation), _figure_div(sweep_figure(summary["sweep"]), "sweep")]
+    if roles:
+        body.append("<h2>Ensembles and soups by ensemble size</h2><div class='grid'>")
+        shown = [(m, title) for m, title in _SIZE_METRICS if any(m in r for rows in roles.values() for r in rows)]
+        body += [_figure_div(size_figure(roles, m, title), f"size-{i}") for i, (m, title) in enumerate(shown)]
+        body += ["</div>", roles_html(roles)]
+    body.append(run_tables_html(data.ensembles, _TABLE_COLS) if data.ensembles else "")
+    body.append(barriers_html(summary.get("barriers", [])))
     if data.paths:
-        body.append("<h2>Linear paths between members</h2>")
+        body.append("<h2>Linear paths between members (source 0)</h2>")
         for i, (name, (ps, pairs)) in enumerate(data.paths.items()):
             body.append(_figure_div(paths_figure(name, ps), f"paths-{i}"))
-            body.append(_pairs_table(name, pairs))
+            body.append(pairs_html(name, pairs))
     if data.planes:
-        body.append("<h2>Planes through three members</h2>")
+        body.append("<h2>Planes through three members (source 0)</h2>")
         for i, (name, surface) in enumerate(data.planes.items()):
             body.append(_figure_div(plane_figure(surface), f"plane-{i}"))
             body.append(_figure_div(surface_3d_figure(name, surface), f"plane3d-{i}"))
-    return _PAGE.format(title=_e(data.title), plotlyjs=get_plotlyjs(), body="\n".join(body))
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    return _PAGE.format(title=e(data.title), plotlyjs=get_plotlyjs(), body="\n".join(body))
 
 
 def _figure_div(fig: go.Figure, div_id: str) -> str:
@@ -160,45 +200,8 @@ def _figure_div(fig: go.Figure, div_id: str) -> str:
                                                  div_id=div_id) + "</div>")
 
 
-def _claims_html(claims: Sequence[Mapping[str, Any]]) -> str:
-    if not claims:
-        return ""
-    rows = "".join(
-        f"<li class='{'holds' if c['holds'] else 'fails'}'><b>{'holds' if c['holds'] else 'does not hold'}"
-        f"</b>: {_e(c['claim'])} <span class='ev'>({_e(c['evidence'])})</span></li>"
-        for c in claims)
-    return f"<h2>The paper's claims at this scale</h2><ul class='claims'>{rows}</ul>"
-
-
 _TABLE_COLS = ("size", "accuracy", "nll", "ece", "brier", "member_accuracy", "diversity",
                "soup_accuracy", "ood_accuracy", "ood_soup_accuracy")
-
-
-def _ensemble_tables(ensembles: Sequence[Mapping[str, Any]]) -> str:
-    parts = []
-    for run in ensembles:
-        cols = [c for c in _TABLE_COLS if c in run["table"][0]]
-        head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-        rows = "".join("<tr>" + "".join(f"<td>{_num(r[c])}</td>" for c in cols) + "</tr>"
-                       for r in run["table"])
-        parts.append(f"<h3>{_e(run['name'])} ({_e(run['method'])})</h3>"
-                     f"<table><tr>{head}</tr>{rows}</table>")
-    return "\n".join(parts)
-
-
-_PAIR_COLS = ("a", "b", "acc_barrier_test", "acc_barrier_train", "loss_barrier_test",
-              "loss_barrier_train", "label", "distance", "a_from_pretrained", "b_from_pretrained")
-
-
-def _pairs_table(name: str, pairs: Sequence[Mapping[str, Any]]) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in _PAIR_COLS)
-    rows = "".join("<tr>" + "".join(f"<td>{_num(p[c])}</td>" for c in _PAIR_COLS) + "</tr>"
-                   for p in pairs)
-    return f"<h3>{_e(name)}: barriers</h3><table><tr>{head}</tr>{rows}</table>"
-
-
-def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else _e(v)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -208,8 +211,9 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 .grid {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }}
+td.l {{ text-align: left; }}
 .sub {{ color: #666; }} .claims li {{ margin: 0.3em 0; }} .ev {{ color: #555; }}
-.holds b {{ color: #1a7f37; }} .fails b {{ color: #b42318; }}
+.holds b, td.holds {{ color: #1a7f37; }} .fails b, td.fails {{ color: #b42318; }} .open b {{ color: #9a6700; }}
 </style>
 <script type="text/javascript">{plotlyjs}</script>
 </head><body>

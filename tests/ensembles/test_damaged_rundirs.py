@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
-from ensembles import demo as demo_mod
 from ensembles.config import RunConfig
-from ensembles.demo import read_demo, read_ensembles
+from ensembles.demo import read_demo, read_ensembles, read_pairs
+from ensembles.judged import save_samples
 from ensembles.evaluate import evaluate
 from ensembles.manifest import collect, open_manifest, read_run
 from ensembles.metrics import accuracy
@@ -33,6 +33,7 @@ from ensembles.run import train
 from ensembles.rundir import RunDir
 from ensembles.training import predict_probs
 from landscape import UserError, load_dataset, save_checkpoint
+from landscape.atomic import write_json
 
 MEMBERS = 2
 
@@ -442,11 +443,15 @@ def test_fuzzed_probability_arrays_read_back_exactly_or_fail_in_one_line(fuzz_ru
 
 # ---------------------------------------------------------------------------- demo directories
 
+ROLES = {"local-de": ["run"]}
+
+
 def _demo(root: Path, clean: Path) -> Path:
-    """A demo directory holding what the report reads: ensembles.json and a paths report."""
+    """A demo directory holding what the report reads: ensembles.json and the run's arrays."""
     report = evaluate(clean, soups=False)
-    demo_mod.write_json(root / "ensembles.json", {"ood": None, "runs": [report.to_dict()]}, indent=2,
-                        strict=True)
+    save_samples(report, root / "judged" / "run.npz")
+    write_json(root / "ensembles.json", {"ood": None, "roles": ROLES, "runs": [report.to_dict()]}, indent=2,
+               strict=True)
     return root
 
 
@@ -455,7 +460,11 @@ def test_a_demo_directory_reads_back_as_written(clean, tmp_path):
     results = read_demo(root)
     doc = json.loads((root / "ensembles.json").read_text())
     assert results.ensembles == [{"name": "run", "method": "local-de", "table": doc["runs"][0]["table"]}]
-    assert results.ood is None and results.paths == {} and results.planes == {}
+    assert results.ood is None and results.paths == {} and results.planes == {} and results.roles == ROLES
+    report = evaluate(clean, soups=False)
+    assert [a.tolist() for a in results.samples["run"]["correct"]] == [c.tolist() for c in report.correct]
+    assert [a.tolist() for a in results.samples["run"]["member_correct"]] == [
+        c.astype(np.float32).tolist() for c in report.member_correct]
 
 
 @pytest.mark.parametrize("damage, names", [
@@ -468,15 +477,52 @@ def test_a_demo_directory_reads_back_as_written(clean, tmp_path):
     (lambda doc: json.dumps({**doc, "runs": [{**doc["runs"][0], "table": [
         {**doc["runs"][0]["table"][0], "accuracy": "high"}, *doc["runs"][0]["table"][1:]]}]}),
      ["ensembles.json", "accuracy"]),
+    (lambda doc: json.dumps({**doc, "roles": {"local-de": ["other"]}}), ["ensembles.json", "'roles'"]),
+    (lambda doc: json.dumps({**doc, "roles": {"best-de": ["run"]}}), ["ensembles.json", "'roles'"]),
 ])
 def test_a_damaged_demo_result_is_one_line(clean, tmp_path, damage, names):
     root = _demo(tmp_path / "demo", clean)
     doc = json.loads((root / "ensembles.json").read_text())
     (root / "ensembles.json").write_text(damage(doc))
-    for reader in (read_demo, lambda r: demo_mod._judge(r, demo_mod.DemoConfig(), "cpu", print)):
-        with pytest.raises(UserError) as info:
-            reader(root)
-        _one_line(info.value, *names)
+    with pytest.raises(UserError) as info:
+        read_demo(root)
+    _one_line(info.value, *names)
+
+
+@pytest.mark.parametrize("damage, names", [
+    (lambda path: path.write_bytes(b"PK\x03\x04 torn"), ["run.npz", "not a readable per-sample file"]),
+    (lambda path: np.savez(path, correct=np.zeros((1, 5), np.float32)), ["run.npz", "'correct'", "shape (2, N)"]),
+    (lambda path: np.savez(path, correct=np.full((2, 5), 2, np.float32)), ["run.npz", "'correct'", "[0, 1]"]),
+    (lambda path: np.savez(path, soup_correct=np.zeros((2, 5), np.float32)), ["run.npz", "'correct' is missing"]),
+    (lambda path: np.savez(path, correct=np.zeros((2, 5), np.float32), member_correct=np.zeros((2, 4), np.float32)),
+     ["run.npz", "different sample counts"]),
+    (lambda path: np.savez(path, correct=np.zeros((2, 5), np.float32), pickled=np.zeros((2, 5), np.float32)),
+     ["run.npz", "'pickled'"]),
+])
+def test_damaged_per_sample_arrays_are_one_line(clean, tmp_path, damage, names):
+    root = _demo(tmp_path / "demo", clean)
+    path = root / "judged" / "run.npz"
+    path.unlink()
+    damage(path)
+    with pytest.raises(UserError) as info:
+        read_demo(root)
+    _one_line(info.value, *names)
+
+
+def test_a_demo_of_other_settings_is_refused_before_training(tmp_path):
+    from ensembles.demo import DemoConfig, run_demo
+
+    root = tmp_path / "demo"
+    root.mkdir()
+    write_json(root / "demo.json", {"config": DemoConfig(members=3).to_dict()}, indent=2, strict=True)
+    with pytest.raises(UserError) as info:
+        run_demo(root, DemoConfig(members=4))
+    _one_line(info.value, str(root), "other settings (members)", "another --out")
+    assert sorted(p.name for p in root.iterdir()) == ["demo.json"]
+    (root / "demo.json").write_text(json.dumps({"config": {"cycle_lrs": [0.5, 0.1]}}))
+    with pytest.raises(UserError) as info:
+        run_demo(root, DemoConfig())
+    _one_line(info.value, "demo.json", "'config'")
 
 
 def test_a_damaged_paths_report_is_one_line(clean, tmp_path):
@@ -484,30 +530,30 @@ def test_a_damaged_paths_report_is_one_line(clean, tmp_path):
     pairs.parent.mkdir(parents=True)
     pairs.write_text(json.dumps({"pairs": [{"a": "member-1", "b": "member-2"}]}))
     with pytest.raises(UserError) as info:
-        demo_mod.read_pairs(pairs)
+        read_pairs(pairs)
     _one_line(info.value, "report.json", "pairs[0]", "loss_barrier_train")
 
 
-def test_the_demo_writes_its_json_atomically(clean, tmp_path, monkeypatch):
-    """A kill while ensembles.json is written (here: the flush before the rename fails) leaves no
+def test_the_demo_judges_into_files_written_atomically(clean, tmp_path, monkeypatch):
+    """A kill while a judged run is written (here: the flush before the rename fails) leaves no
     file, never an empty or torn one, and the rerun judges again."""
+    from ensembles.demo import steps
+    from ensembles.demo.config import DemoConfig
+
     root = tmp_path / "demo"
-    (root / "runs").mkdir(parents=True)
-    for name in demo_mod.RUNS:
-        shutil.copytree(clean, root / "runs" / name)
+    shutil.copytree(clean, root / "runs" / "run")
     import landscape.atomic as atomic
 
     def killed(path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(atomic, "_fsync_file", killed)
-    config = demo_mod.DemoConfig(ood=None)
-    monkeypatch.setattr(demo_mod, "evaluate", lambda run, **kw: evaluate(run, soups=False))
+    monkeypatch.setattr(steps, "evaluate", lambda run, **kw: evaluate(run, soups=False))
     with pytest.raises(KeyboardInterrupt):
-        demo_mod._judge(root, config, "cpu", print)
-    assert list(root.iterdir()) == [root / "runs"]
+        steps._judge(root, DemoConfig(ood=None), ROLES, "cpu", print)
+    assert not (root / "judged").exists() or not any((root / "judged").iterdir())
     monkeypatch.undo()
-    monkeypatch.setattr(demo_mod, "evaluate", lambda run, **kw: evaluate(run, soups=False))
-    demo_mod._judge(root, config, "cpu", print)
-    ensembles, ood = read_ensembles(root / "ensembles.json")
-    assert [e["name"] for e in ensembles] == list(demo_mod.RUNS) and ood is None
+    monkeypatch.setattr(steps, "evaluate", lambda run, **kw: evaluate(run, soups=False))
+    steps._judge(root, DemoConfig(ood=None), ROLES, "cpu", print)
+    ensembles, ood, roles = read_ensembles(root / "ensembles.json")
+    assert [e["name"] for e in ensembles] == ["run"] and ood is None and roles == ROLES

@@ -10,10 +10,14 @@ import pytest
 from ensembles.uncertainty import (
     Interval,
     correct,
+    group_difference,
     mean_interval,
+    overall_verdict,
     paired_difference,
     replicate_interval,
+    replicated_difference,
     resample_indices,
+    union,
 )
 
 
@@ -107,3 +111,60 @@ def test_the_size_figure_draws_each_interval_as_a_band():
     (band,) = ax.collections  # b has no interval: no band
     ys = band.get_paths()[0].vertices[:, 1]
     assert ys.min() == 79.0 and ys.max() == 82.5
+
+
+def test_values_are_rounded_to_the_precision_of_their_interval():
+    assert Interval(0.6123, 0.2, 1.0).digits() == 1  # +-0.4
+    assert Interval(87.043, 87.0, 87.09).digits() == 2  # +-0.045
+    assert Interval(12.3, 9.3, 15.3).digits() == 0  # +-3
+    assert Interval(1.0, -0.4, 2.4).digits() == 1  # +-1.4: a leading 1 keeps a second digit
+    assert Interval(1.0, 0.85, 1.15).digits() == 2  # +-0.15
+    assert Interval(0.001, math.nan, math.nan).digits() == 2 and Interval(1, 1, 1).digits() == 2
+    assert Interval(-0.001, -0.3, 0.2).format() == "+0.0 pp [-0.3, +0.2]"  # a rounded zero has no minus
+    assert Interval(0.001, math.nan, math.nan).format() == "+0.00 pp [n/a]"
+
+
+def test_a_replicated_difference_pairs_samples_and_replicates():
+    rng = np.random.default_rng(6)
+    n = 3000
+    base = [(rng.random(n) < 0.8).astype(float) for _ in range(3)]
+    better = []
+    for b in base:  # every replicate: 60 more samples right on the same test set (+2 pp)
+        x = b.copy()
+        x[np.flatnonzero(b == 0)[:60]] = 1.0
+        better.append(x)
+    idx = resample_indices(n)
+    boot, reps, both = replicated_difference(better, base, idx)
+    assert boot.value == pytest.approx(2.0) and reps.value == pytest.approx(2.0) and both.value == pytest.approx(2.0)
+    assert reps.low == reps.high == pytest.approx(2.0)  # the same gain in every replicate: no spread
+    assert both.low == min(boot.low, reps.low) and both.high == max(boot.high, reps.high)
+    assert both.verdict("greater") == "supported"
+    # replicates that disagree: supported on test samples, but not across the sources
+    worse1 = base[1].copy()
+    worse1[np.flatnonzero(base[1] == 1)[:150]] = 0.0  # replicate 2: -5 pp
+    boot, reps, both = replicated_difference([better[0], worse1, better[2]], base, idx)
+    assert reps.value == pytest.approx((2 + 2 - 5) / 3) and both.verdict("greater") == "inconclusive"
+    # a single run on one side is compared with every replicate of the other
+    boot1, reps1, _ = replicated_difference([better[0]], base, idx)
+    assert reps1.value == pytest.approx(np.mean([100 * (better[0] - b).mean() for b in base]))
+
+
+def test_a_group_difference_is_welchs_t():
+    a, b = [3.0, 4.0, 5.0, 4.0], [0.5, 1.5, 1.0]
+    got = group_difference(a, b)
+    from scipy import stats
+
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got.value == pytest.approx(3.0) and got.low == pytest.approx(ref.low) and got.high == pytest.approx(ref.high)
+    assert got.verdict("greater") == "supported" and group_difference(b, a).verdict("greater") == "contradicted"
+    assert math.isnan(group_difference([1.0], b).low)  # one pair: no spread, no verdict
+    assert group_difference([1.0, math.nan, 2.0], [1.0, 2.0]).value == pytest.approx(0.0)  # NaN left out
+
+
+def test_a_claim_of_several_effects():
+    assert overall_verdict(["supported", "supported"]) == "supported"
+    assert overall_verdict(["supported", "inconclusive"]) == "inconclusive"
+    assert overall_verdict(["supported", "contradicted"]) == "contradicted"
+    assert overall_verdict([]) == "inconclusive"
+    u = union(Interval(1, 0.5, 1.5), Interval(1, math.nan, math.nan), Interval(1, 0.8, 2.0))
+    assert (u.low, u.high) == (0.5, 2.0)

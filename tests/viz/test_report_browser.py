@@ -43,13 +43,37 @@ def _fixture() -> ReportInput:
                   diversity=10.0 * k) for k in (1, 2, 3)]
     ensembles = [{"name": "starsse-<i>x</i>", "method": "starsse", "table": table},
                  {"name": "local-de", "method": "local-de", "table": table}]
-    claims = [{"claim": "StarSSE beats SSE", "holds": True, "evidence": "93% vs 92%"}]
-    return ReportInput(ensembles, {"sse-semilocal": (paths, pairs)}, {"plane": surface}, claims)
+    iv = {"value": 91.0, "low": 90.4, "high": 91.6}
+    effect = {"label": "starsse minus sse", "value": 0.6, "low": 0.2, "high": 1.0, "verdict": "supported",
+              "text": "+0.6 pp [+0.2, +1.0]", "bootstrap": [0.3, 0.9], "replicates": [0.2, 1.0]}
+    summary = {
+        "task": {"data": "mnist1d-transfer", "sizes": {"train": 1000, "validation": 1000, "test": 10000},
+                 "ood": "mnist1d-transfer-c", "sources": 3,
+                 "criteria": [{"criterion": "at least 10 000 test samples", "measured": "10000", "met": True}]},
+        "claims": [{"claim": "StarSSE beats SSE", "verdict": "supported", "effects": [effect],
+                    "evidence": "starsse minus sse: +0.6 pp [+0.2, +1.0]"}],
+        "sweep": {"sse": [{"cycle_lr": lr, "regime": r, "accuracy": iv, "member_accuracy": 90.0}
+                          for lr, r in ((0.02, "local, optimal"), (0.7, "semi-local"))]},
+        "roles": {"<b>sse-local</b>": [{"size": k, "accuracy": iv, "soup_accuracy": iv, "ood_accuracy": iv,
+                                          "ood_soup_accuracy": iv, "nll": 0.3} for k in (1, 2)]},
+        "barriers": [{"role": "sse-local", "kind": "consecutive", "pairs": 2, "different_basin": 0,
+                      "acc_barrier_test": {"value": 0.004, "low": -0.001, "high": 0.009}}],
+    }
+    return ReportInput(summary, ensembles, {"sse-semilocal": (paths, pairs)}, {"plane": surface})
 
 
 def test_report_escapes_user_controlled_names():
     page = render_report(_fixture())
     assert "starsse-&lt;i&gt;x&lt;/i&gt;" in page and "<i>x</i>" not in page.split("<script")[0]
+    assert "&lt;b&gt;sse-local&lt;/b&gt;" in page
+
+
+def test_report_rounds_to_the_precision_of_each_interval():
+    page = render_report(_fixture())
+    assert "<td>91.0 [90.4, 91.6]</td>" in page  # +-0.6: one decimal
+    assert "<td>0.004 [-0.001, 0.009]</td>" in page  # +-0.005: three
+    assert "<td>0.10</td>" in page  # a pair's barrier: two decimals
+    assert "<b>supported</b>: StarSSE beats SSE" in page and "+0.6 pp [+0.2, +1.0]" in page
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
@@ -67,11 +91,11 @@ def test_report_in_a_headless_browser(tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_file.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length == 7")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length == 8")
         # every figure drew its plot: an SVG for 2-D figures, a WebGL scene for the 3-D one
         drawn = page.evaluate("""[...document.querySelectorAll('.js-plotly-plot')].map(
             d => d.querySelectorAll('.main-svg').length > 0 && d._fullData.length > 0)""")
-        assert drawn == [True] * 7
+        assert drawn == [True] * 8
         page.screenshot(path=str(tmp_path / "top.png"), full_page=True)
         # the plane's switch: train loss is shown first; the "test error" button shows it
         visible = "document.getElementById('plane-0').data.map(t => t.visible)"

@@ -180,7 +180,7 @@ def test_damaged_paths_file_is_one_line_naming_the_field(real, tmp_path, capsys,
 def test_report_on_a_damaged_plane_is_one_line(real, tmp_path, capsys):
     root = tmp_path / "demo"
     (root / "planes" / "sse").mkdir(parents=True)
-    (root / "ensembles.json").write_text(json.dumps({"runs": []}))
+    (root / "ensembles.json").write_text(json.dumps({"runs": [], "roles": {}}))
     shutil.copyfile(_damaged(real, tmp_path, "plane.h5", _replace("done", np.zeros((2, 2), bool))),
                     root / "planes" / "sse" / "plane.h5")
     assert main(["report", str(root)]) == 2
