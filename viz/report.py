@@ -213,7 +213,8 @@ table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
 td, th {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }}
 td.l {{ text-align: left; }}
 .sub {{ color: #666; }} .claims li {{ margin: 0.3em 0; }} .ev {{ color: #555; }}
-.holds b, td.holds {{ color: #1a7f37; }} .fails b, td.fails {{ color: #b42318; }} .open b {{ color: #9a6700; }}
+li.holds > b, td.holds {{ color: #1a7f37; }} li.fails > b, td.fails {{ color: #b42318; }}
+li.open > b {{ color: #9a6700; }}
 </style>
 <script type="text/javascript">{plotlyjs}</script>
 </head><body>

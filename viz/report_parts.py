@@ -47,7 +47,7 @@ def claims_html(claims: Sequence[Mapping[str, Any]]) -> str:
         return ""
     items = []
     for c in claims:
-        effects = "".join(f"<li>{e(x['label'])}: <b>{e(_effect_text(x))}</b> <span class='ev'>"
+        effects = "".join(f"<li class='{VERDICT_CLASS[x['verdict']]}'>{e(x['label'])}: <b>{e(_effect_text(x))}</b> <span class='ev'>"
                           f"({e(x['verdict'])}{e(_parts(x))})</span></li>" for x in c["effects"])
         items.append(f"<li class='{VERDICT_CLASS[c['verdict']]}'><b>{e(c['verdict'])}</b>: {e(c['claim'])}"
                      f"<ul>{effects}</ul></li>")
