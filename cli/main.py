@@ -16,6 +16,7 @@ from cli import demo as demo_cmd
 from cli import ensemble as ensemble_cmd
 from cli import finetune as finetune_cmd
 from cli import info as info_cmd
+from cli import curve as curve_cmd
 from cli import interp as interp_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
@@ -26,7 +27,7 @@ from cli import train as train_cmd
 from cli.common import Parser
 
 SUBCOMMANDS = (demo_cmd, pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd,
-               plane_cmd, interp_cmd, report_cmd, info_cmd, recover_cmd)
+               plane_cmd, interp_cmd, curve_cmd, report_cmd, info_cmd, recover_cmd)
 
 EPILOG = """examples:
   landscape demo --out runs/demo

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, warn, write_atomically
+from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, require, warn, write_atomically
 from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="random plane: coordinates in [-range, range] (default 1.0)")
     p.add_argument("--include-1d", action="store_true",
                    help="random plane: perturb biases and norm parameters too")
+    p.add_argument("--curve", default=None,
+                   help="a curve file (landscape curve) to draw onto the plane, e.g. through A, its bend and B")
     add_grid_flags(p, seed_help="seeds the random plane's directions and the subsets", output="plane.h5")
     p.set_defaults(run=run)
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                          **grid_settings(args))
     out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]
+    curves = _curve(args.curve, ckpts) if args.curve else {}  # a bad curve file fails before the evaluation
     start = time.perf_counter()
     with process_group(args.device) as (group, device):
         surface = plane(ckpts, out=out / "plane.h5", config=config, data=args.data,
@@ -70,19 +73,37 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     written = [out / "plane.h5"]
     if not args.no_plots:
-        written += _plots(surface, out)
+        written += _plots(surface, out, curves)
     print(_summary(surface, elapsed))
     _warn_if_near_chance(surface, ckpts[0].meta.num_classes)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def _plots(surface, out: Path) -> list[Path]:
+def _plots(surface, out: Path, curves) -> list[Path]:
     from viz import plane_figure, plot_plane, save_figure, write_html
 
-    png = write_atomically(save_figure, plot_plane(surface), out / "plane.png")
-    html = write_atomically(write_html, plane_figure(surface), out / "plane.html")
+    png = write_atomically(save_figure, plot_plane(surface, curves=curves), out / "plane.png")
+    html = write_atomically(write_html, plane_figure(surface, curves=curves), out / "plane.html")
     return [png, html]
+
+
+def _curve(path: str, ckpts) -> dict:
+    """The curve file's points in the plane's coordinates, by its name; its endpoints are those
+    it records, or the plane's checkpoints of the same sha256."""
+    from landscape.grid.identity import CheckpointRef
+    from landscape.surfaces.curve_files import load_curve, read_curve_doc
+    from landscape.surfaces.curves import project_curve
+
+    require(len(ckpts) >= 3, "--curve draws onto a plane through three checkpoints (A B C)")
+    doc = read_curve_doc(path)
+    by_sha = {CheckpointRef.of(c).sha256: c for c in ckpts}
+    given = [by_sha.get(e["sha256"]) for e in doc["endpoints"]]
+    curve = load_curve(path, endpoints=given if all(given) else None)
+    xy, residual = project_curve(curve, ckpts)
+    if residual > 1e-3 * max(1.0, float(abs(xy).max())):
+        warn([f"the curve leaves the plane by up to {residual:.3g} (its projection is drawn)"])
+    return {f"{doc['kind']} curve": xy}
 
 
 def _summary(surface, elapsed: float) -> str:

@@ -10,6 +10,7 @@ Example:
 """
 
 from ensembles.config import RunConfig
+from ensembles.curves import CurveFit, fit_curve
 from ensembles.evaluate import RunReport, compare, evaluate
 from ensembles.manifest import Run, read_run
 from ensembles.methods import (
@@ -33,6 +34,7 @@ from ensembles.training import TrainConfig, TrainResult, finetune, fit, predict_
 __all__ = [
     "LOCAL_METHODS",
     "METHODS",
+    "CurveFit",
     "EnsembleMethod",
     "EnsembleRow",
     "MemberPlan",
@@ -52,6 +54,7 @@ __all__ = [
     "ensemble_rows",
     "evaluate",
     "finetune",
+    "fit_curve",
     "fit",
     "get_method",
     "load_preset",

@@ -23,6 +23,8 @@ from landscape.errors import UserError
 from landscape.assets.models import create_model, model_names, register_model
 from landscape.surfaces.basins import PairReport, path_report
 from landscape.surfaces.paths import PathConfig, interpolate, make_pairs
+from landscape.surfaces.curves import Curve, CurveReport, curve_report, evaluate_curve, make_curve
+from landscape.surfaces.curve_files import load_curve, save_curve
 from landscape.surfaces.planes import PlaneConfig, plane
 from landscape.grid.settings import GridSettings
 from landscape.results import PathSet, PointInfo, Surface
@@ -33,6 +35,13 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_THRESHOLD_PP",
     "Barrier",
+    "Curve",
+    "CurveReport",
+    "curve_report",
+    "evaluate_curve",
+    "load_curve",
+    "make_curve",
+    "save_curve",
     "PairReport",
     "PathConfig",
     "PathSet",

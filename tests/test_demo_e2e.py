@@ -84,7 +84,23 @@ def test_make_demo_pipeline_with_tiny_settings(tmp_path):
     for p, rec in enumerate(pairs):
         assert rec["acc_barrier_test"] == barrier(ps.alpha, ps.curve(p, "test", "acc"), kind="acc").height
         assert f"<td>{rec['acc_barrier_test']:.2f}</td>" in page
-    assert len(list((demo / "figures").glob("*.png"))) == 10  # sizes, sweep, 4 paths, 2 planes in 2 views
+    # the curve between the two most distant semi-local SSE members of source 0
+    import torch
+
+    from landscape import load_curve
+
+    curve_doc = json.loads((demo / "curve" / "report.json").read_text())
+    members = [load_checkpoint(p) for p in sorted((demo / "runs" / "source-0" / "sse-lr0.7").glob("member-*.safetensors"))]
+    vec = [torch.cat([p.detach().reshape(-1) for p in m.model.parameters()]) for m in members]
+    far = max(((i, j) for i in range(len(vec)) for j in range(i + 1, len(vec))),
+              key=lambda ij: float((vec[ij[0]] - vec[ij[1]]).norm()))
+    assert (curve_doc["a"], curve_doc["b"]) == tuple(members[k].name for k in far)
+    curve = load_curve(demo / "curve" / "curve.safetensors")
+    assert curve.kind == "bezier" and len(curve.bends) == 1
+    bent = read_paths(demo / "curve" / "curve.h5")
+    assert curve_doc["curve"]["acc_barrier_test"] == barrier(bent.alpha, bent.curve(0, "test", "acc"), kind="acc").height
+    assert curve_doc["label"] in page and read_surface(demo / "planes" / "curve" / "plane.h5").complete
+    assert len(list((demo / "figures").glob("*.png"))) == 13  # sizes, sweep, 4 paths, 3 planes in 2 views, curve
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from elsewhere
     assert np.isfinite(s.loss("test")).all()
     # a second `make demo` has every step finished: no checkpoint or result is written again

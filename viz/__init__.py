@@ -9,7 +9,7 @@ Example:
 """
 
 from viz.ensembles import plot_size_curves, plot_sweep_curves, plot_sweep_heatmap
-from viz.paths import plot_barrier_matrix, plot_paths
+from viz.paths import plot_barrier_matrix, plot_line_and_curve, plot_paths
 from viz.plane import plot_plane, plot_surface_3d, save_figure
 from viz.plane_html import plane_figure, write_html
 from viz.views import log_levels
@@ -18,6 +18,7 @@ __all__ = [
     "log_levels",
     "plane_figure",
     "plot_barrier_matrix",
+    "plot_line_and_curve",
     "plot_paths",
     "plot_plane",
     "plot_size_curves",

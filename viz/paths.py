@@ -68,3 +68,31 @@ def plot_barrier_matrix(names: Sequence[str], matrix: np.ndarray, *,
             ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=8, color="tab:blue")
     fig.colorbar(im, ax=ax)
     return fig
+
+
+def plot_line_and_curve(line: PathSet, curve: PathSet, *, metrics: Sequence[str] = ("loss", "acc"),
+                        title: str = "") -> Figure:
+    """The straight line's first pair and a curve between the same endpoints, against t (the
+    line's alpha), one row per metric and one column per split."""
+    splits = [s for s in curve.splits if s in line.splits]
+    if not splits:
+        raise ValueError("the line and the curve share no split")
+    metrics = [m for m in metrics if m != "acc" or (line.has_acc and curve.has_acc)] or ["loss"]
+    fig = Figure(figsize=(4.8 * len(splits), 3.4 * len(metrics)), layout="constrained")
+    axes = fig.subplots(len(metrics), len(splits), squeeze=False)
+    handles = []
+    for r, metric in enumerate(metrics):
+        for c, split in enumerate(splits):
+            ax = axes[r][c]
+            for ps, label, style in ((line, "straight line", "--"), (curve, "curve", "-")):
+                y = np.where(ps.done[0], ps.curve(0, split, metric), np.nan)
+                h = ax.plot(ps.alpha, y, style, marker=".", label=label)[0]
+                if r == c == 0:
+                    handles.append(h)
+            ax.set_title(f"{split} {_LABELS.get(metric, metric)}", **LITERAL)
+            ax.set_xlabel("t")
+            ax.grid(alpha=0.3)
+    literal_legend(axes[0][0], handles, ["straight line", "curve"], fontsize=8)
+    if title:
+        fig.suptitle(title, **LITERAL)
+    return fig

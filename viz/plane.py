@@ -8,6 +8,7 @@ nothing is written to disk except by :func:`save_figure`. Colour scales are loga
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.results import Surface
-from viz.views import LITERAL, View, axis_labels, describe, equal_aspect, log_levels, shown_metrics
+from viz.views import LITERAL, View, axis_labels, describe, equal_aspect, literal_legend, log_levels, shown_metrics
 
 # ----------------------------------------------------------------------------- matplotlib
 
@@ -84,7 +85,7 @@ def _mark_points(ax: Axes, surface: Surface) -> None:
 
 
 def plot_plane(surface: Surface, *, train_split: str = "train", test_split: str = "test",
-               levels: int = 20) -> Figure:
+               levels: int = 20, curves: Mapping[str, np.ndarray] | None = None) -> Figure:
     """The StarSSE paper's plane plot: train loss and test error (%) side by side.
 
     Each panel is a filled contour on log-spaced levels with a colorbar and thin contour
@@ -98,6 +99,8 @@ def plot_plane(surface: Surface, *, train_split: str = "train", test_split: str 
         train_split: split whose loss is drawn on the left.
         test_split: split whose error is drawn on the right.
         levels: number of contour levels (log-spaced), at least 2.
+        curves: named (K, 2) arrays of plane coordinates drawn as lines over every panel
+            (e.g. a fitted curve between two of the checkpoints).
 
     Returns:
         A new :class:`matplotlib.figure.Figure` (not registered with pyplot); save it with
@@ -115,6 +118,12 @@ def plot_plane(surface: Surface, *, train_split: str = "train", test_split: str 
     fig = Figure(figsize=_figsize(surface, len(views)), layout="constrained")
     for ax, view in zip(fig.subplots(1, len(views), squeeze=False)[0], views):
         _draw_panel(fig, ax, surface, view, levels)
+        for name, xy in (curves or {}).items():
+            xy = np.asarray(xy, dtype=float)
+            ax.plot(xy[:, 0], xy[:, 1], color="white", lw=2.2, zorder=4)
+            ax.plot(xy[:, 0], xy[:, 1], color="tab:red", lw=1.2, ls="--", zorder=4, label=name)
+        if curves:
+            literal_legend(ax, [ln for ln in ax.get_lines() if ln.get_label() in curves], list(curves), fontsize=8)
         _mark_points(ax, surface)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -7,6 +7,7 @@ are log10 of the value on the scale of :func:`viz.views.log_levels`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def _view_buttons(views: list[View], n_extra: int) -> list[dict]:
             for i, v in enumerate(views)]
 
 
-def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
+def plane_figure(surface: Surface, *, levels: int = 20, curves: Mapping[str, np.ndarray] | None = None) -> go.Figure:
     """An interactive plane: one contour per (split, loss | error) with a menu to switch.
 
     Colours are log10 of the value (colorbar ticks show real values); hovering shows x, y and
@@ -76,6 +77,7 @@ def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
     Args:
         surface: the plane to draw.
         levels: number of contour levels (log-spaced), at least 2.
+        curves: named (K, 2) arrays of plane coordinates drawn as lines in every view.
 
     Returns:
         A :class:`plotly.graph_objects.Figure`; write it with :func:`write_html`.
@@ -87,15 +89,18 @@ def plane_figure(surface: Surface, *, levels: int = 20) -> go.Figure:
         raise ValueError("the surface has no metrics to plot (surface.metrics is empty)")
     views = [View(s, m) for s in surface.splits for m in shown_metrics(surface)]
     xlabel, ylabel = axis_labels(surface)
+    lines = [go.Scatter(x=np.asarray(xy)[:, 0], y=np.asarray(xy)[:, 1], mode="lines", name=name,
+                        line=dict(color="crimson", dash="dash", width=2), hoverinfo="name")
+             for name, xy in (curves or {}).items()]
     fig = go.Figure([_contour_trace(surface, v, levels=levels, visible=i == 0)
-                     for i, v in enumerate(views)] + [_points_trace(surface)])
+                     for i, v in enumerate(views)] + lines + [_points_trace(surface)])
     yaxis = dict(title=ylabel, scaleanchor="x") if equal_aspect(surface) else dict(title=ylabel)
     fig.update_layout(
         title=dict(text=f"Loss landscape: {describe(surface) or 'plane'}", y=0.97),
         margin=dict(t=120),
         xaxis=dict(title=xlabel), yaxis=yaxis, template="plotly_white",
         updatemenus=[dict(type="buttons", direction="right", x=0.0, xanchor="left",
-                          y=1.02, yanchor="bottom", buttons=_view_buttons(views, 1))],
+                          y=1.02, yanchor="bottom", buttons=_view_buttons(views, 1 + len(lines)))],
     )
     return fig
 

@@ -19,11 +19,11 @@ from plotly.offline import get_plotlyjs
 
 from landscape.results import PathSet, Surface
 from viz.ensembles import plot_size_curves, plot_sweep_curves
-from viz.paths import plot_paths
+from viz.paths import plot_line_and_curve, plot_paths
 from viz.plane import plot_plane, plot_surface_3d
 from viz.plane_html import plane_figure
-from viz.report_parts import (barriers_html, claims_html, e, pairs_html, roles_html, run_tables_html, sweep_html,
-                              task_html)
+from viz.report_parts import (barriers_html, claims_html, curve_html, e, pairs_html, roles_html, run_tables_html,
+                              sweep_html, task_html)
 from viz.views import View, log_levels
 
 _SIZE_METRICS = (("accuracy", "Ensemble accuracy (%)"), ("soup_accuracy", "Soup accuracy (%)"),
@@ -43,7 +43,9 @@ class ReportInput:
         ensembles: one dict per run: ``name``, ``method`` and ``table`` (records per ensemble
             size with accuracy, nll, ece, ...), shown folded.
         paths: run name -> (PathSet, list of pair records with barriers and labels).
-        planes: name -> Surface.
+        planes: name -> Surface (``curve``: the plane through a fitted curve's ends and bend).
+        curve: a fitted curve: ``report`` (``CurveReport`` fields), ``curve`` and ``line``
+            (``PathSet`` over t), ``xy`` ((K, 2) points of the curve in the curve plane).
         title, subtitle: page heading.
     """
 
@@ -54,6 +56,7 @@ class ReportInput:
     title: str = "Loss landscapes of ensembles in transfer learning"
     subtitle: str = ""
     validation: str = ""
+    curve: Mapping[str, Any] | None = None  # report, curve and line (PathSets), xy (its plane coordinates)
 
 
 # ----------------------------------------------------------------------------- plotly figures
@@ -157,9 +160,29 @@ def static_figures(data: ReportInput) -> dict[str, Figure]:
     for name, (ps, _) in data.paths.items():
         figs[f"paths-{name.replace('/', '.')}"] = plot_paths(ps, metrics=("acc",))
     for name, surface in data.planes.items():
-        figs[f"plane-{name}"] = plot_plane(surface)
+        figs[f"plane-{name}"] = plot_plane(surface, curves=_overlay(data, name))
         figs[f"plane3d-{name}"] = plot_surface_3d(surface)
+    if data.curve:
+        figs["curve"] = plot_line_and_curve(data.curve["line"], data.curve["curve"], metrics=("acc",))
     return figs
+
+
+def _overlay(data: ReportInput, plane: str) -> dict[str, Any] | None:
+    """The fitted curve's points, on the plane through its ends and its bend."""
+    return {"bezier curve": data.curve["xy"]} if plane == "curve" and data.curve else None
+
+
+def curve_figure(curve: Mapping[str, Any]) -> go.Figure:
+    """Accuracy along t of the curve and of the straight line, per split."""
+    fig = go.Figure()
+    for ps, label, dash in ((curve["line"], "straight line", "dash"), (curve["curve"], "curve", "solid")):
+        for split in ps.splits:
+            if ps.has_acc:
+                fig.add_trace(go.Scatter(x=ps.alpha, y=ps.curve(0, split, "acc"), mode="lines+markers",
+                                         name=f"{label}, {split}", line=dict(dash=dash)))
+    fig.update_layout(title="accuracy along the straight line and along the curve", xaxis_title="t",
+                      yaxis_title="accuracy (%)", template="plotly_white", height=400)
+    return fig
 
 
 # ----------------------------------------------------------------------------- page
@@ -187,10 +210,12 @@ def render_report(data: ReportInput) -> str:
         for i, (name, (ps, pairs)) in enumerate(data.paths.items()):
             body.append(_figure_div(paths_figure(name, ps), f"paths-{i}"))
             body.append(pairs_html(name, pairs))
+    if data.curve:
+        body += [curve_html(data.curve["report"]), _figure_div(curve_figure(data.curve), "curve")]
     if data.planes:
-        body.append("<h2>Planes through three members (source 0)</h2>")
+        body.append("<h2>Planes through three members (source 0), and through the curve's ends and bend</h2>")
         for i, (name, surface) in enumerate(data.planes.items()):
-            body.append(_figure_div(plane_figure(surface), f"plane-{i}"))
+            body.append(_figure_div(plane_figure(surface, curves=_overlay(data, name)), f"plane-{i}"))
             body.append(_figure_div(surface_3d_figure(name, surface), f"plane3d-{i}"))
     return _PAGE.format(title=e(data.title), plotlyjs=get_plotlyjs(), body="\n".join(body))
 

@@ -137,3 +137,16 @@ def run_tables_html(ensembles: Sequence[Mapping[str, Any]], columns: Sequence[st
         rows = "".join("<tr>" + "".join(f"<td>{cell(c, r[c])}</td>" for c in cols) + "</tr>" for r in run["table"])
         parts.append(f"<h4>{e(run['name'])} ({e(run['method'])})</h4><table><tr>{head}</tr>{rows}</table>")
     return "<details><summary>Every run's numbers</summary>" + "\n".join(parts) + "</details>"
+
+
+def curve_html(report: Mapping[str, Any]) -> str:
+    """The curve's barriers beside the straight line's, and what they say."""
+    keys = sorted(set(report["line"]) | set(report["curve"]))
+    rows = "".join(f"<tr><td class='l'>{e(k)}</td><td>{cell(k, report['line'].get(k))}</td>"
+                   f"<td>{cell(k, report['curve'].get(k))}</td></tr>" for k in keys)
+    run = f" of {e(report['run'])}" if report.get("run") else ""
+    return (f"<h2>Mode connectivity: a curve between the two most distant members{run}</h2>"
+            f"<p>A Bezier curve with {report.get('bends', 1)} bend, fitted with the endpoints fixed "
+            f"(Garipov et al. 2018), against the straight line: <b>{e(report['label'])}</b> "
+            f"(threshold {report['threshold']:g} pp of test accuracy).</p>"
+            f"<table><tr><th>barrier</th><th>straight line</th><th>curve</th></tr>{rows}</table>")

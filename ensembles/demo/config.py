@@ -37,6 +37,8 @@ class DemoConfig:
     grid: int = 15
     points: int = 11
     plane_train_subset: int | None = None
+    curve_epochs: int = 10
+    curve_lr: float = 0.05
 
     def __post_init__(self) -> None:
         if len(self.cycle_lrs) < 2 or list(self.cycle_lrs) != sorted(set(self.cycle_lrs)):
@@ -58,6 +60,7 @@ REGIMES = ("local", "optimal", "semilocal")
 # every role the comparison names, in the report's order
 ROLES = ("local-de", "global-de", *(f"{m}-{r}" for m in METHODS for r in REGIMES))
 PLANE_ROLES = ("sse-semilocal", "starsse-semilocal")
+CURVE_ROLE = "sse-semilocal"  # the curve joins its two most distant members (source 0)
 GLOBAL_RUN = "global-de"
 
 

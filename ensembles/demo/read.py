@@ -32,7 +32,10 @@ class DemoResults:
         sweep: ``sweep.json`` (validation accuracies per method, rate and replicate; the chosen rates).
         baseline: ``baseline.json`` (the target trained from scratch, per replicate).
         paths: run name -> (its paths, its pair records as ``report.json`` holds them).
-        planes: role -> its plane.
+        planes: role -> its plane (``curve``: the plane through the curve's ends and its bend).
+        curve: the curve between two semi-local SSE members: ``report`` (``CurveReport`` fields
+            and the ``run``), ``curve`` and ``line`` (their paths over t), ``xy`` (the curve's
+            points in the curve plane's coordinates); None before that step.
     """
 
     config: DemoConfig
@@ -44,6 +47,7 @@ class DemoResults:
     baseline: dict[str, Any] | None = None
     paths: dict[str, tuple[PathSet, list[dict[str, Any]]]] = field(default_factory=dict)
     planes: dict[str, Surface] = field(default_factory=dict)
+    curve: dict[str, Any] | None = None
 
 
 def read_demo(root: str | os.PathLike) -> DemoResults:
@@ -69,7 +73,25 @@ def read_demo(root: str | os.PathLike) -> DemoResults:
             if (d / "paths.h5").exists() and (d / "report.json").exists():
                 paths[run] = (read_paths(d / "paths.h5"), read_pairs(d / "report.json"))
     planes = {d.name: read_surface(d / "plane.h5") for d in _subfolders(root / "planes") if (d / "plane.h5").exists()}
-    return DemoResults(config, ensembles, roles, samples, ood, sweep, baseline, paths, planes)
+    return DemoResults(config, ensembles, roles, samples, ood, sweep, baseline, paths, planes, _read_curve(root / "curve"))
+
+
+def _read_curve(folder: Path) -> dict[str, Any] | None:
+    """The demo's curve step, when it finished (its report and projection are written last)."""
+    names = ("report.json", "projection.json", "curve.h5", "line.h5")
+    if not all((folder / n).exists() for n in names):
+        return None
+    fix = f"delete {folder} and rerun `landscape demo --out {folder.parent}`"
+    report = read_json(folder / "report.json", "curve report", fix)
+    if not (isinstance(report, dict) and isinstance(report.get("label"), str) and isinstance(report.get("line"), dict)
+            and isinstance(report.get("curve"), dict)):
+        raise UserError(f"{folder / 'report.json'}: fields 'label', 'line' and 'curve' must hold the curve's report; {fix}")
+    proj = read_json(folder / "projection.json", "curve projection", fix)
+    xy = np.asarray(proj.get("xy") if isinstance(proj, dict) else None, dtype=object)
+    if xy.ndim != 2 or xy.shape[1:] != (2,) or not all(is_number(v) for v in xy.ravel()):
+        raise UserError(f"{folder / 'projection.json'}: field 'xy' must be a list of [x, y] points; {fix}")
+    return {"report": report, "curve": read_paths(folder / "curve.h5"), "line": read_paths(folder / "line.h5"),
+            "xy": xy.astype(float)}
 
 
 def read_config(root: Path, expected: DemoConfig | None = None) -> DemoConfig:

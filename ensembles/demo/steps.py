@@ -12,6 +12,8 @@ or the new one, never a torn one).
    per-sample arrays that intervals and claims resample (``judged/``).
 5. Linear paths (consecutive SSE snapshots, StarSSE's star) and two planes, from source 0 for
    the planes.
+6. A Bezier curve between the two most distant semi-local SSE members of source 0, beside the
+   straight line, and the plane through its ends and its bend with the curve drawn on it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import numpy as np
 import torch
 
 from ensembles.config import RunConfig
-from ensembles.demo.config import (GLOBAL_RUN, METHODS, PLANE_ROLES, DemoConfig, cell_run, flat, local_de_run,
-                                   role_runs, run_path, source_name)
+from ensembles.curves import CURVE_FILE, fit_curve
+from ensembles.demo.config import (CURVE_ROLE, GLOBAL_RUN, METHODS, PLANE_ROLES, DemoConfig, cell_run, flat,
+                                   local_de_run, role_runs, run_path, source_name)
 from ensembles.demo.read import read_config, read_judged, read_sweep
 from ensembles.evaluate import evaluate
 from ensembles.judged import save_samples
@@ -37,6 +40,7 @@ from ensembles.training import TrainConfig, pretrain
 from landscape.assets.checkpoint import load_checkpoint, save_checkpoint
 from landscape.atomic import write_json
 from landscape.surfaces.basins import path_report
+from landscape.surfaces.curves import curve_report, evaluate_curve, project_curve
 from landscape.surfaces.paths import PathConfig, interpolate
 from landscape.surfaces.planes import PlaneConfig, plane
 
@@ -79,7 +83,43 @@ def run_demo(
         members = [read_run(run_path(out, roles[role][0])).checkpoint_path(i) for i in (1, 2, 3)]
         plane(members, out=out / "planes" / role / "plane.h5", device=device,
               config=PlaneConfig(grid=config.grid, train_subset=config.plane_train_subset))
+    _curve(out, roles[CURVE_ROLE][0], config, device, log)
     return out
+
+
+def _curve(out: Path, run: str, config: DemoConfig, device, log) -> None:
+    """A Bezier curve with one bend between the two most distant members of ``run``, evaluated
+    beside the straight line, and the plane through its ends and its bend with the curve on it."""
+    target = out / "curve"
+    members = read_run(run_path(out, run))
+    files = [members.checkpoint_path(m["index"]) for m in members.members]
+    a, b = _most_distant([load_checkpoint(f) for f in files])
+    if not (target / CURVE_FILE).exists():
+        log(f"fit a curve between {a.name} and {b.name} of {run}")
+    fit = fit_curve(a, b, target, config=TrainConfig(epochs=config.curve_epochs, lr=config.curve_lr, seed=0),
+                    device=device)
+    if (target / "report.json").exists() and (target / "projection.json").exists():
+        return
+    log("evaluate the curve and the line")
+    cfg = PathConfig(points=config.points)
+    bent = evaluate_curve(fit.curve, out=target / "curve.h5", config=cfg, device=device)
+    line = interpolate([a, b], out=target / "line.h5", config=cfg, device=device)
+    bend = target / "bend-1.safetensors"
+    plane([a, bend, b], out=out / "planes" / "curve" / "plane.h5", device=device,
+          config=PlaneConfig(grid=config.grid, train_subset=config.plane_train_subset))
+    xy, residual = project_curve(fit.curve, [a, load_checkpoint(bend), b])
+    write_json(target / "projection.json", {"xy": xy.tolist(), "residual": residual}, indent=2, strict=True)
+    report = curve_report(bent, line, kind="bezier", bends=1)
+    write_json(target / "report.json", {"run": run, **asdict(report)}, indent=2, strict=True)
+
+
+def _most_distant(ckpts):
+    """The two checkpoints farthest apart in weight space (L2 over the parameters)."""
+    vecs = [torch.cat([p.detach().reshape(-1).double() for p in c.model.parameters()]) for c in ckpts]
+    pairs = [(float(torch.linalg.vector_norm(vecs[i] - vecs[j])), i, j)
+             for i in range(len(vecs)) for j in range(i + 1, len(vecs))]
+    _, i, j = max(pairs)
+    return ckpts[i], ckpts[j]
 
 
 def _config(method: str, sources: tuple[str, ...], c: DemoConfig, **kw) -> RunConfig:

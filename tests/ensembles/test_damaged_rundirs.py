@@ -557,3 +557,24 @@ def test_the_demo_judges_into_files_written_atomically(clean, tmp_path, monkeypa
     steps._judge(root, DemoConfig(ood=None), ROLES, "cpu", print)
     ensembles, ood, roles = read_ensembles(root / "ensembles.json")
     assert [e["name"] for e in ensembles] == ["run"] and ood is None and roles == ROLES
+
+
+@pytest.mark.parametrize("name, text, field", [
+    ("report.json", json.dumps({"label": 3}), "'label'"),
+    ("projection.json", json.dumps({"xy": [[0, 1, 2]]}), "'xy'"),
+    ("projection.json", "{", "not a readable"),
+])
+def test_a_damaged_curve_step_is_one_line(clean, tmp_path, name, text, field):
+    root = _demo(tmp_path / "demo", clean)
+    folder = root / "curve"
+    folder.mkdir()
+    good = {"report.json": json.dumps({"label": "not connected", "line": {}, "curve": {}}),
+            "projection.json": json.dumps({"xy": [[0.0, 0.0], [1.0, 0.5]]})}
+    for n, t in good.items():
+        (folder / n).write_text(t)
+    for n in ("curve.h5", "line.h5"):
+        (folder / n).write_bytes(b"")
+    (folder / name).write_text(text)
+    with pytest.raises(UserError) as info:
+        read_demo(root)
+    _one_line(info.value, name, field)

@@ -59,7 +59,10 @@ def _fixture() -> ReportInput:
         "barriers": [{"role": "sse-local", "kind": "consecutive", "pairs": 2, "different_basin": 0,
                       "acc_barrier_test": {"value": 0.004, "low": -0.001, "high": 0.009}}],
     }
-    return ReportInput(summary, ensembles, {"sse-semilocal": (paths, pairs)}, {"plane": surface})
+    curve = {"report": {"run": "source-0/sse-lr0.7", "label": "connected by a curve", "threshold": 0.5, "bends": 1,
+                        "line": {"acc_barrier_test": 12.3}, "curve": {"acc_barrier_test": 0.004}},
+             "curve": paths, "line": paths, "xy": np.array([[0.0, 0.0], [0.2, 0.3], [0.5, 0.0]])}
+    return ReportInput(summary, ensembles, {"sse-semilocal": (paths, pairs)}, {"curve": surface}, curve=curve)
 
 
 def test_report_escapes_user_controlled_names():
@@ -74,6 +77,8 @@ def test_report_rounds_to_the_precision_of_each_interval():
     assert "<td>0.004 [-0.001, 0.009]</td>" in page  # +-0.005: three
     assert "<td>0.10</td>" in page  # a pair's barrier: two decimals
     assert "<b>supported</b>: StarSSE beats SSE" in page and "+0.6 pp [+0.2, +1.0]" in page
+    assert "<b>connected by a curve</b>" in page and "<td>12.30</td><td>0.00</td>" in page.replace("<td class='l'>", "")
+    assert '"name":"bezier curve"' in page  # the curve drawn onto its plane
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
@@ -91,11 +96,11 @@ def test_report_in_a_headless_browser(tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_file.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length == 8")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length == 9")
         # every figure drew its plot: an SVG for 2-D figures, a WebGL scene for the 3-D one
         drawn = page.evaluate("""[...document.querySelectorAll('.js-plotly-plot')].map(
             d => d.querySelectorAll('.main-svg').length > 0 && d._fullData.length > 0)""")
-        assert drawn == [True] * 8
+        assert drawn == [True] * 9
         page.screenshot(path=str(tmp_path / "top.png"), full_page=True)
         # the plane's switch: train loss is shown first; the "test error" button shows it
         visible = "document.getElementById('plane-0').data.map(t => t.visible)"

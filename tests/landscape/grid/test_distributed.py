@@ -129,3 +129,19 @@ def test_one_killed_rank_then_a_rerun_completes_with_identical_values(three_ckpt
     for split in ("train", "test"):
         np.testing.assert_array_equal(a.loss(split), b.loss(split))
         np.testing.assert_array_equal(a.acc(split), b.acc(split))
+
+
+@pytest.mark.slow  # a curve fitted on one process, its points shared by two: about 15 s
+def test_a_curve_under_torchrun_is_fitted_once_and_evaluated_as_by_one_process(three_ckpts, tmp_path):
+    args = ["curve", str(three_ckpts[0]), str(three_ckpts[2]), "--epochs", "2", "--points", "6",
+            "--train-subset", "200", "--test-subset", "100", "--engine", "loop", "--group-size", "2",
+            "--no-plots", "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "cli", *args, "--out", str(tmp_path / "one")], env=ENV,
+                         capture_output=True, text=True)
+    two = subprocess.run(_torchrun(2, *args, "--out", str(tmp_path / "two")), env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    for name in ("curve.h5", "line.h5"):
+        a, b = (read_paths(tmp_path / d / name) for d in ("one", "two"))
+        assert b.complete
+        np.testing.assert_array_equal(a.metrics["test"]["loss"], b.metrics["test"]["loss"])
+    assert (tmp_path / "one" / "curve.safetensors").read_bytes() == (tmp_path / "two" / "curve.safetensors").read_bytes()
