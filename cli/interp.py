@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = path_report(paths, ckpts, threshold=args.threshold, pretrained=pretrained)
     warn(chance_warnings(endpoint_accuracies(paths), ckpts[0].meta.num_classes))
-    written = _write_reports(out, report, paths)
+    written = _write_reports(out, report, paths, _block_distances(paths, ckpts, pretrained))
     if not args.no_plots:
         written += _plots(out, paths, report, "all" in pairs)
     print(_markdown(report))
@@ -115,7 +115,20 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _write_reports(out: Path, report, paths) -> list[Path]:
+def _block_distances(paths, ckpts, pretrained) -> dict:
+    """Per pair, the per-block distances between its ends and each end's from its pre-trained
+    checkpoint (``landscape.surfaces.distances``), for report.json."""
+    from landscape.surfaces.distances import layer_distances
+
+    out = {}
+    for p, (i, j) in enumerate(paths.pairs):
+        d = layer_distances([ckpts[i], ckpts[j]], pretrained)
+        out[paths.pair_name(p)] = {"between": [asdict(x) for x in d.pairs],
+                                   "from_pretrained": [asdict(x) for x in d.from_pretrained]}
+    return out
+
+
+def _write_reports(out: Path, report, paths, blocks: dict) -> list[Path]:
     """report.md, report.csv and report.json beside paths.h5, each written atomically."""
     import io
 
@@ -129,7 +142,7 @@ def _write_reports(out: Path, report, paths) -> list[Path]:
     writer.writeheader()
     writer.writerows(records)
     write_text(out / "report.csv", table.getvalue())
-    doc = {"pairs": records, "alpha": paths.alpha.tolist(), "names": paths.names,
+    doc = {"pairs": records, "alpha": paths.alpha.tolist(), "names": paths.names, "block_distances": blocks,
            "curves": {paths.pair_name(p): {s: {m: paths.curve(p, s, m).tolist()
                                                for m in paths.metrics[s]} for s in paths.splits}
                       for p in range(len(paths.pairs))}}

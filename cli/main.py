@@ -17,17 +17,20 @@ from cli import ensemble as ensemble_cmd
 from cli import finetune as finetune_cmd
 from cli import info as info_cmd
 from cli import curve as curve_cmd
+from cli import distances as distances_cmd
 from cli import interp as interp_cmd
 from cli import plane as plane_cmd
 from cli import pretrain as pretrain_cmd
 from cli import recover as recover_cmd
 from cli import report as report_cmd
+from cli import sharpness as sharpness_cmd
+from cli import simplex as simplex_cmd
 from cli import sweep as sweep_cmd
 from cli import train as train_cmd
 from cli.common import Parser
 
 SUBCOMMANDS = (demo_cmd, pretrain_cmd, finetune_cmd, train_cmd, sweep_cmd, ensemble_cmd,
-               plane_cmd, interp_cmd, curve_cmd, report_cmd, info_cmd, recover_cmd)
+               plane_cmd, interp_cmd, curve_cmd, simplex_cmd, sharpness_cmd, distances_cmd, report_cmd, info_cmd, recover_cmd)
 
 EPILOG = """examples:
   landscape demo --out runs/demo

@@ -20,6 +20,8 @@ EXAMPLES = """examples:
   landscape plane m1.safetensors m2.safetensors m3.safetensors --grid 31 --out runs/plane
   landscape plane m1.safetensors m2.safetensors m3.safetensors m4.safetensors   # m4 projected
   landscape plane m1.safetensors --seed 0 --range 1.0          # random filter-normalised plane
+  landscape plane --pca runs/sse                               # the members' PCA (trajectory) plane
+  landscape plane a.safetensors runs/curve/bend-1.safetensors b.safetensors --curve runs/curve/curve.safetensors
   torchrun --standalone --nproc-per-node 4 -m cli plane m1.safetensors m2.safetensors m3.safetensors
   landscape plane a.pt b.pt c.pt --arch timm:resnet18 --num-classes 10 --data cifar10 --data-root ~/data
 """
@@ -38,20 +40,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="random plane: coordinates in [-range, range] (default 1.0)")
     p.add_argument("--include-1d", action="store_true",
                    help="random plane: perturb biases and norm parameters too")
+    p.add_argument("--pca", action="store_true",
+                   help="the plane through the checkpoints' mean along their top two principal directions "
+                        "(three or more checkpoints, or a run directory: its members)")
     p.add_argument("--curve", default=None,
                    help="a curve file (landscape curve) to draw onto the plane, e.g. through A, its bend and B")
     add_grid_flags(p, seed_help="seeds the random plane's directions and the subsets", output="plane.h5")
     p.set_defaults(run=run)
 
 
-def default_out(checkpoints: list[str], seed: int) -> Path:
-    """plane-<names of the first three checkpoints>[-random-s<seed>], the names as the plane's
-    points have them (``display_names``) with ``/`` as ``-`` (run1/model: run1-model)."""
+def default_out(checkpoints: list[str], seed: int, pca: bool = False) -> Path:
+    """plane-<names of the first three checkpoints>[-random-s<seed>|-pca], the names as the
+    plane's points have them (``display_names``) with ``/`` as ``-`` (run1/model: run1-model)."""
     from landscape.grid.identity import display_names
 
     names = [n.replace("/", "-") for n in display_names(checkpoints)[:3]]
-    suffix = f"-random-s{seed}" if len(checkpoints) == 1 else ""
+    suffix = "-pca" if pca else f"-random-s{seed}" if len(checkpoints) == 1 else ""
     return Path("plane-" + "-".join(names) + suffix)
+
+
+def _members(items: list[str]) -> list[str]:
+    """Checkpoint files, a run directory standing for its members."""
+    files = []
+    for item in items:
+        if Path(item).is_dir():
+            from ensembles.run import read_run
+
+            run = read_run(item)
+            files += [str(run.checkpoint_path(m["index"])) for m in run.members]
+        else:
+            files.append(item)
+    return files
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
 
     config = PlaneConfig(grid=args.grid, margin=args.margin, range=args.range, ignore_1d=not args.include_1d,
                          **grid_settings(args))
-    out = Path(args.out) if args.out else default_out(args.checkpoints, args.seed)
-    ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in args.checkpoints]
+    files = _members(args.checkpoints) if args.pca else list(args.checkpoints)
+    out = Path(args.out) if args.out else default_out(files, args.seed, pca=args.pca)
+    ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in files]
     curves = _curve(args.curve, ckpts) if args.curve else {}  # a bad curve file fails before the evaluation
     start = time.perf_counter()
     with process_group(args.device) as (group, device):
         surface = plane(ckpts, out=out / "plane.h5", config=config, data=args.data,
                         data_root=args.data_root, device=device, overwrite=args.overwrite,
-                        group=group)
+                        group=group, pca=args.pca)
     if not group.is_main:
         return 0
     elapsed = time.perf_counter() - start

@@ -36,7 +36,7 @@ def build_report(root: Path) -> tuple[Path, list[Path]]:
     first = {names[0] for names in r.roles.values()}  # the figures of paths: source 0's runs
     data = ReportInput(summarize(r), r.ensembles, {run: v for run, v in r.paths.items() if run in first}, r.planes,
                        subtitle=f"{root.name}: {r.config.data}, {r.config.sources} sources, OOD set {r.ood}",
-                       validation=r.config.validation, curve=r.curve)
+                       validation=r.config.validation, curve=r.curve, simplex=r.geometry.get("simplex"))
     page = root / "report.html"
     write_text(page, render_report(data))
     pngs = [save_figure(fig, root / "figures" / f"{stem}.png")

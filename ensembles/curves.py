@@ -17,13 +17,11 @@ import copy
 import io
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -38,7 +36,7 @@ from landscape.assets.userdata import Data
 from landscape.atomic import write_bytes
 from landscape.errors import UserError
 from landscape.grid.identity import CheckpointRef
-from landscape.grid.objectives import check_loss, loss_name, objective
+from landscape.grid.objectives import check_loss, loss_name, per_sample_loss
 from landscape.progress import progress
 from landscape.surfaces.curve_shape import check_shape, torch_coefficients
 from landscape.surfaces.curve_files import load_curve, save_curve
@@ -154,7 +152,7 @@ def fit_curve(
                         f"{dataset_info(data).num_classes}; fit a curve on the data they were trained on")
     template = straight_bends(a, b, bends)
     module = CurveModule(kind, a.model, b.model, template).to(device)
-    trainer = _Trainer(module, config, objective_fn(loss))
+    trainer = _Trainer(module, config, per_sample_loss(loss))
     state = out / STATE_FILE
     start, losses = trainer.resume(state, settings) if state.exists() and not overwrite else (0, [])
     out.mkdir(parents=True, exist_ok=True)
@@ -179,19 +177,6 @@ def _bend_files(curve: Curve, out: Path) -> None:
             save_checkpoint(bend.model, out / f"bend-{i}.safetensors", bend.meta)
         except UserError:
             return
-
-
-def objective_fn(loss: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The per-sample training loss of ``loss`` (cross-entropy on class indices for ``ce``)."""
-    fn = objective(loss).per_sample
-    if fn is None:
-        return lambda out, y: F.cross_entropy(out.float(), y, reduction="none")
-
-    def per_sample(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        v = fn(out, y)
-        return v.reshape(len(out), -1).mean(1) if v.dim() > 1 else v
-
-    return per_sample
 
 
 def _settings(a, b, kind: str, bends: int, data: str, loss: Any, config: TrainConfig) -> dict[str, Any]:

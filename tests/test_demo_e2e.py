@@ -100,7 +100,22 @@ def test_make_demo_pipeline_with_tiny_settings(tmp_path):
     bent = read_paths(demo / "curve" / "curve.h5")
     assert curve_doc["curve"]["acc_barrier_test"] == barrier(bent.alpha, bent.curve(0, "test", "acc"), kind="acc").height
     assert curve_doc["label"] in page and read_surface(demo / "planes" / "curve" / "plane.h5").complete
-    assert len(list((demo / "figures").glob("*.png"))) == 13  # sizes, sweep, 4 paths, 3 planes in 2 views, curve
+    # basin geometry: the sharpness and distances of source 0's SSE and StarSSE runs, a simplex, a PCA plane
+    for run in ("sse-lr0.02", "sse-lr0.7", "starsse-lr0.02", "starsse-lr0.7"):
+        sharp = json.loads((demo / "geometry" / f"sharpness-source-0.{run}.json").read_text())
+        assert len(sharp["members"]) == 3 and all(m["eigenvalues"][0] >= m["eigenvalues"][1] for m in sharp["members"].values())
+        dist = json.loads((demo / "geometry" / f"distances-source-0.{run}.json").read_text())
+        assert set(dist["pretrained"].values()) == {"source-0"}  # found through the lineage
+        totals = {d["a"]: d for d in dist["from_pretrained"] if d["block"] == "total"}
+        for name, total in totals.items():
+            parts = [d["l2"] ** 2 for d in dist["from_pretrained"] if d["a"] == name and d["block"] != "total"]
+            assert sum(parts) == pytest.approx(total["l2"] ** 2, rel=1e-9)
+    assert read_surface(demo / "geometry" / "simplex.h5").complete
+    pca = read_surface(demo / "planes" / "pca" / "plane.h5")
+    assert pca.config["identity"]["mode"] == "pca" and sum(pca.config["pca"]["explained_variance_ratio"]) <= 1 + 1e-9
+    assert "Basin geometry" in page
+    # sizes, sweep, 4 paths, 4 planes in 2 views, curve, sharpness, distances, simplex
+    assert len(list((demo / "figures").glob("*.png"))) == 18
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from elsewhere
     assert np.isfinite(s.loss("test")).all()
     # a second `make demo` has every step finished: no checkpoint or result is written again

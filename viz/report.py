@@ -22,8 +22,10 @@ from viz.ensembles import plot_size_curves, plot_sweep_curves
 from viz.paths import plot_line_and_curve, plot_paths
 from viz.plane import plot_plane, plot_surface_3d
 from viz.plane_html import plane_figure
-from viz.report_parts import (barriers_html, claims_html, curve_html, e, pairs_html, roles_html, run_tables_html,
-                              sweep_html, task_html)
+from viz.basin import plot_block_distances, plot_sharpness
+from viz.report_parts import (barriers_html, claims_html, curve_html, e, geometry_html, pairs_html, roles_html,
+                              run_tables_html, sweep_html, task_html)
+from viz.simplex import plot_simplex, simplex_figure
 from viz.views import View, log_levels
 
 _SIZE_METRICS = (("accuracy", "Ensemble accuracy (%)"), ("soup_accuracy", "Soup accuracy (%)"),
@@ -46,6 +48,7 @@ class ReportInput:
         planes: name -> Surface (``curve``: the plane through a fitted curve's ends and bend).
         curve: a fitted curve: ``report`` (``CurveReport`` fields), ``curve`` and ``line``
             (``PathSet`` over t), ``xy`` ((K, 2) points of the curve in the curve plane).
+        simplex: the simplex of three members (a ``simplex`` mode Surface).
         title, subtitle: page heading.
     """
 
@@ -57,6 +60,7 @@ class ReportInput:
     subtitle: str = ""
     validation: str = ""
     curve: Mapping[str, Any] | None = None  # report, curve and line (PathSets), xy (its plane coordinates)
+    simplex: Surface | None = None
 
 
 # ----------------------------------------------------------------------------- plotly figures
@@ -164,7 +168,34 @@ def static_figures(data: ReportInput) -> dict[str, Figure]:
         figs[f"plane3d-{name}"] = plot_surface_3d(surface)
     if data.curve:
         figs["curve"] = plot_line_and_curve(data.curve["line"], data.curve["curve"], metrics=("acc",))
+    geometry = data.summary.get("geometry") or {}
+    if geometry.get("members"):
+        m = geometry["members"]
+        figs["sharpness"] = plot_sharpness([f"{r['role']}: {r['name']}" for r in m], [r["top"] for r in m],
+                                           [r["trace"] for r in m], [r["trace_stderr"] for r in m], [r["role"] for r in m])
+    if geometry.get("distances"):
+        dist = geometry["distances"]
+        blocks = list(dict.fromkeys(b for v in dist.values() for b in v))
+        figs["distances"] = plot_block_distances({"L2 distance from the pre-trained checkpoint (members 2..K)": (
+            list(dist), blocks, np.array([[v.get(b, np.nan) for b in blocks] for v in dist.values()]))})
+    if data.simplex is not None:
+        figs["simplex"] = plot_simplex(data.simplex)
     return figs
+
+
+def sharpness_figure(members: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """The top eigenvalue and the trace of every member, coloured by role."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("top Hessian eigenvalue", "Hessian trace (+-2 s.e.)"))
+    for role in dict.fromkeys(r["role"] for r in members):
+        rows = [r for r in members if r["role"] == role]
+        names = [f"{role}: {r['name']}" for r in rows]
+        fig.add_trace(go.Bar(x=names, y=[r["top"] for r in rows], name=role, legendgroup=role), row=1, col=1)
+        fig.add_trace(go.Bar(x=names, y=[r["trace"] for r in rows], name=role, legendgroup=role, showlegend=False,
+                             error_y=dict(type="data", array=[2 * (r["trace_stderr"] or 0) for r in rows])), row=1, col=2)
+    fig.update_layout(template="plotly_white", height=420, title="Sharpness of the members")
+    return fig
 
 
 def _overlay(data: ReportInput, plane: str) -> dict[str, Any] | None:
@@ -212,6 +243,13 @@ def render_report(data: ReportInput) -> str:
             body.append(pairs_html(name, pairs))
     if data.curve:
         body += [curve_html(data.curve["report"]), _figure_div(curve_figure(data.curve), "curve")]
+    geometry = summary.get("geometry") or {}
+    if geometry.get("sharpness") or geometry.get("distances") or data.simplex is not None:
+        body.append(geometry_html(geometry))
+        if geometry.get("members"):
+            body.append(_figure_div(sharpness_figure(geometry["members"]), "sharpness"))
+        if data.simplex is not None:
+            body.append(_figure_div(simplex_figure(data.simplex), "simplex"))
     if data.planes:
         body.append("<h2>Planes through three members (source 0), and through the curve's ends and bend</h2>")
         for i, (name, surface) in enumerate(data.planes.items()):

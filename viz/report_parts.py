@@ -150,3 +150,24 @@ def curve_html(report: Mapping[str, Any]) -> str:
             f"(Garipov et al. 2018), against the straight line: <b>{e(report['label'])}</b> "
             f"(threshold {report['threshold']:g} pp of test accuracy).</p>"
             f"<table><tr><th>barrier</th><th>straight line</th><th>curve</th></tr>{rows}</table>")
+
+
+def geometry_html(geometry: Mapping[str, Any]) -> str:
+    """The sharpness table of each role and its per-block distances from pre-training."""
+    rows = "".join(f"<tr><td class='l'>{e(g['role'])}</td><td>{g['members']}</td><td>{interval(g['top'])}</td>"
+                   f"<td>{interval(g['trace'])}</td><td>{g['member_1_top']:.4g}</td></tr>" for g in geometry.get("sharpness", []))
+    parts = ["<h2>Basin geometry (source 0)</h2>"]
+    if rows:
+        parts.append("<p class='sub'>Sharpness of the training loss (500 samples, BN in eval mode): the top Hessian "
+                     "eigenvalue (Lanczos) and the trace (Hutchinson), mean over members 2..K with Student's t "
+                     "across them; member 1, the shared fine-tune, beside.</p><table><tr><th>role</th><th>members</th>"
+                     f"<th>top eigenvalue</th><th>trace</th><th>member 1's top eigenvalue</th></tr>{rows}</table>")
+    dist = geometry.get("distances", {})
+    if dist:
+        blocks = list(dict.fromkeys(b for v in dist.values() for b in v))
+        head = "".join(f"<th>{e(b)}</th>" for b in blocks)
+        body = "".join(f"<tr><td class='l'>{e(role)}</td>" + "".join(f"<td>{v.get(b, float('nan')):.3g}</td>" for b in blocks)
+                       + "</tr>" for role, v in dist.items())
+        parts.append("<h3>L2 distance from the pre-trained checkpoint by block (mean over members 2..K)</h3>"
+                     f"<table><tr><th>role</th>{head}</tr>{body}</table>")
+    return "".join(parts)

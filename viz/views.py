@@ -31,6 +31,8 @@ _ABSOLUTE_FLOOR = 1e-12
 _AXIS_LABELS: dict[str, tuple[str, str]] = {
     "three_point": ("x (weight-space distance along u)", "y (weight-space distance along v)"),
     "random": ("direction 1", "direction 2"),
+    "pca": ("PC 1 (weight-space distance)", "PC 2 (weight-space distance)"),
+    "simplex": ("b (the weight of B)", "c (the weight of C)"),
 }
 _GENERIC_AXIS_LABELS = ("x", "y")
 
@@ -108,6 +110,10 @@ def axis_labels(surface: Surface) -> tuple[str, str]:
     if mode not in _AXIS_LABELS:
         raise ValueError(f"unknown plane mode {mode!r} in surface.config['identity']; "
                          f"expected one of {sorted(_AXIS_LABELS)}")
+    ratios = surface.config.get("pca", {}).get("explained_variance_ratio")
+    if mode == "pca" and isinstance(ratios, list) and len(ratios) == 2:  # the explained variance on each axis
+        return tuple(f"PC {k + 1} ({100 * r:.1f}% of variance)"
+                     for k, r in enumerate(ratios))
     return _AXIS_LABELS[mode]
 
 
@@ -122,7 +128,7 @@ def describe(surface: Surface) -> str:
 
 def equal_aspect(surface: Surface) -> bool:
     """Three-point planes are in one unit on both axes; keep it unless the plane is a sliver."""
-    if surface.config.get("identity", {}).get("mode") != "three_point":
+    if surface.config.get("identity", {}).get("mode") not in ("three_point", "pca"):
         return False
     spans = np.ptp(surface.x), np.ptp(surface.y)
     return min(spans) > 0 and max(spans) / min(spans) <= 3.0

@@ -36,6 +36,8 @@ class DemoResults:
         curve: the curve between two semi-local SSE members: ``report`` (``CurveReport`` fields
             and the ``run``), ``curve`` and ``line`` (their paths over t), ``xy`` (the curve's
             points in the curve plane's coordinates); None before that step.
+        geometry: ``sharpness`` and ``distances`` (one document per run, as
+            ``ensembles.demo.geometry`` writes them) and ``simplex`` (a Surface); what exists.
     """
 
     config: DemoConfig
@@ -48,6 +50,7 @@ class DemoResults:
     paths: dict[str, tuple[PathSet, list[dict[str, Any]]]] = field(default_factory=dict)
     planes: dict[str, Surface] = field(default_factory=dict)
     curve: dict[str, Any] | None = None
+    geometry: dict[str, Any] = field(default_factory=dict)
 
 
 def read_demo(root: str | os.PathLike) -> DemoResults:
@@ -73,7 +76,39 @@ def read_demo(root: str | os.PathLike) -> DemoResults:
             if (d / "paths.h5").exists() and (d / "report.json").exists():
                 paths[run] = (read_paths(d / "paths.h5"), read_pairs(d / "report.json"))
     planes = {d.name: read_surface(d / "plane.h5") for d in _subfolders(root / "planes") if (d / "plane.h5").exists()}
-    return DemoResults(config, ensembles, roles, samples, ood, sweep, baseline, paths, planes, _read_curve(root / "curve"))
+    return DemoResults(config, ensembles, roles, samples, ood, sweep, baseline, paths, planes, _read_curve(root / "curve"),
+                       _read_geometry(root / "geometry"))
+
+
+def _read_geometry(folder: Path) -> dict[str, Any]:
+    """The geometry step's files, each checked to hold its run, its role and its numbers."""
+    out: dict[str, Any] = {}
+    fix = f"delete it and rerun `landscape demo --out {folder.parent}`"
+    for kind, key in (("sharpness", "members"), ("distances", "from_pretrained")):
+        docs = []
+        for path in sorted(folder.glob(f"{kind}-*.json")):
+            doc = read_json(path, f"{kind} result", fix)
+            if not (isinstance(doc, dict) and isinstance(doc.get("run"), str) and doc.get("role") in ROLES
+                    and _geometry_ok(kind, doc.get(key))):
+                raise UserError(f"{path}: fields 'run', 'role' and {key!r} must hold the {kind} of a run; {fix}")
+            docs.append(doc)
+        if docs:
+            out[kind] = docs
+    if (folder / "simplex.h5").exists():
+        out["simplex"] = read_surface(folder / "simplex.h5")
+    return out
+
+
+def _geometry_ok(kind: str, value: Any) -> bool:
+    """Sharpness: member -> {eigenvalues: [numbers], trace: number, ...}; distances: a list of
+    {block, a, l2} records."""
+    if kind == "sharpness":
+        return isinstance(value, dict) and all(
+            isinstance(m, dict) and isinstance(m.get("eigenvalues"), list) and m["eigenvalues"]
+            and all(is_number(v) for v in m["eigenvalues"]) and is_number(m.get("trace")) for m in value.values())
+    return isinstance(value, list) and all(
+        isinstance(d, dict) and isinstance(d.get("block"), str) and isinstance(d.get("a"), str)
+        and (d.get("l2") is None or is_number(d.get("l2"))) for d in value)
 
 
 def _read_curve(folder: Path) -> dict[str, Any] | None:

@@ -14,6 +14,8 @@ or the new one, never a torn one).
    the planes.
 6. A Bezier curve between the two most distant semi-local SSE members of source 0, beside the
    straight line, and the plane through its ends and its bend with the curve drawn on it.
+7. Basin geometry (``ensembles.demo.geometry``): sharpness, per-block distances, a simplex and a
+   PCA plane of source 0's SSE and StarSSE runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ensembles.config import RunConfig
 from ensembles.curves import CURVE_FILE, fit_curve
 from ensembles.demo.config import (CURVE_ROLE, GLOBAL_RUN, METHODS, PLANE_ROLES, DemoConfig, cell_run, flat,
                                    local_de_run, role_runs, run_path, source_name)
+from ensembles.demo.geometry import geometry
 from ensembles.demo.read import read_config, read_judged, read_sweep
 from ensembles.evaluate import evaluate
 from ensembles.judged import save_samples
@@ -84,6 +87,7 @@ def run_demo(
         plane(members, out=out / "planes" / role / "plane.h5", device=device,
               config=PlaneConfig(grid=config.grid, train_subset=config.plane_train_subset))
     _curve(out, roles[CURVE_ROLE][0], config, device, log)
+    geometry(out, roles, config, device, log)
     return out
 
 

@@ -22,10 +22,11 @@ MIN_GAIN_PP, TUNED_RANGE, MIN_TEST = 8.0, (80.0, 92.0), 10_000  # the target's c
 
 
 def summarize(r: DemoResults) -> dict[str, Any]:
-    """The report's records: ``task``, ``claims``, ``sweep``, ``roles``, ``barriers``."""
+    """The report's records: ``task``, ``claims``, ``sweep``, ``roles``, ``barriers``, ``geometry``."""
     pairs = {run: rows for run, (_, rows) in r.paths.items()}
     return {"task": task(r), "claims": paper_claims(r.roles, r.samples, pairs),
-            "sweep": sweep_rows(r), "roles": role_rows(r), "barriers": barrier_rows(r)}
+            "sweep": sweep_rows(r), "roles": role_rows(r), "barriers": barrier_rows(r),
+            "geometry": geometry_rows(r)}
 
 
 def task(r: DemoResults) -> dict[str, Any]:
@@ -114,4 +115,29 @@ def barrier_rows(r: DemoResults) -> list[dict[str, Any]]:
         out.append({"role": role, "pairs": len(rows), "kind": "consecutive" if role.startswith("sse") else "star",
                     "acc_barrier_test": replicate_interval(finite).to_dict(),
                     "different_basin": sum(p["label"] == "different basin" for p in rows)})
+    return out
+
+
+def geometry_rows(r: DemoResults) -> dict[str, Any]:
+    """Per role: its members' top eigenvalue and trace (mean with Student's t across members 2..K,
+    member 1, the shared fine-tune, apart), and the mean distance from the pre-trained checkpoint
+    per block over the same members."""
+    out: dict[str, Any] = {"sharpness": [], "members": [], "distances": {}}
+    for doc in r.geometry.get("sharpness", []):
+        members = list(doc["members"].items())
+        for name, m in members:
+            out["members"].append({"role": doc["role"], "name": name, "top": m["eigenvalues"][0], "trace": m["trace"],
+                                   "trace_stderr": m.get("trace_stderr")})
+        later = [m for _, m in members[1:]] or [m for _, m in members]
+        out["sharpness"].append({"role": doc["role"], "run": doc["run"], "members": len(later),
+                                 "top": replicate_interval([m["eigenvalues"][0] for m in later]).to_dict(),
+                                 "trace": replicate_interval([m["trace"] for m in later]).to_dict(),
+                                 "member_1_top": members[0][1]["eigenvalues"][0]})
+    for doc in r.geometry.get("distances", []):
+        first = doc["from_pretrained"][0]["a"] if doc["from_pretrained"] else None
+        by_block: dict[str, list[float]] = {}
+        for d in doc["from_pretrained"]:
+            if d["a"] != first and d["l2"] is not None:  # members 2..K: the cycles
+                by_block.setdefault(d["block"], []).append(d["l2"])
+        out["distances"][doc["role"]] = {b: float(np.mean(v)) for b, v in by_block.items()}
     return out

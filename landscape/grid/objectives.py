@@ -54,3 +54,20 @@ def objective_metrics(loss: Any = "ce", accuracy: bool | None = None) -> tuple[s
     """The metrics a result of this loss holds, without importing anything."""
     counted = accuracy in (None, True) if loss == "ce" else bool(accuracy)
     return ("loss", "acc") if counted else ("loss",)
+
+
+def per_sample_loss(loss: Any = "ce"):
+    """The per-sample loss of ``loss`` as settings give it, as a differentiable function
+    (outputs, targets) -> (N,): cross-entropy on class indices for ``ce``, else the loss with any
+    trailing shape averaged (for training curves and for Hessians)."""
+    import torch.nn.functional as F
+
+    fn = objective(loss).per_sample
+    if fn is None:
+        return lambda out, y: F.cross_entropy(out.float(), y, reduction="none")
+
+    def mean_rest(out, y):
+        v = fn(out, y)
+        return v.reshape(len(out), -1).mean(1) if v.dim() > 1 else v
+
+    return mean_rest

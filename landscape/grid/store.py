@@ -237,11 +237,15 @@ class SurfaceStore(GridStore):
     @classmethod
     def open(cls, path: str | os.PathLike, *, x: np.ndarray, y: np.ndarray,  # type: ignore[override]
              splits: tuple[str, ...], config: dict[str, Any], points: dict[str, PointInfo],
-             overwrite: bool = False) -> "SurfaceStore":
+             overwrite: bool = False, skip: np.ndarray | None = None) -> "SurfaceStore":
+        """``skip``: a (G, G) mask of points that are never computed (marked done, left NaN at
+        creation: a simplex's points outside its triangle)."""
         def write_points(f: h5py.File) -> None:
             for name, p in points.items():
                 ds = f.create_dataset(f"points/{name}", data=np.array([p.x, p.y]))
                 ds.attrs["residual"] = p.residual
+            if skip is not None:
+                f["done"][...] = skip
 
         return super().open(path, kind="surface", axes={"x": x, "y": y},
                             shape=(len(y), len(x)), splits=splits, config=config,

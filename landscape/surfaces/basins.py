@@ -109,7 +109,7 @@ def relative_loss_barrier(paths: PathSet, p: int, split: str = "test") -> float:
 
 def _distance_from_pretrained(ckpt: Checkpoint, family: Sequence[Checkpoint],
                               pretrained: Sequence[Checkpoint]) -> float:
-    root = _lineage_root(ckpt, family, pretrained)
+    root = lineage_root(ckpt, family, pretrained)
     if root is None:
         return float("nan")
     head = head_parameter_names(ckpt.model)
@@ -123,7 +123,7 @@ def _distance_from_pretrained(ckpt: Checkpoint, family: Sequence[Checkpoint],
     return float(np.sqrt(sq))
 
 
-def _lineage_root(ckpt, family, pretrained):
+def lineage_root(ckpt, family, pretrained):
     """Follow ``parent`` hashes through known checkpoints to a pre-trained one."""
     by_sha = {c.sha256: c for c in (*family, *pretrained) if c.sha256}
     pre_shas = {c.sha256 for c in pretrained}

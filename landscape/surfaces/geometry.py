@@ -7,6 +7,8 @@ points land on the checkpoints to float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,3 +125,29 @@ def axis(lo: float, hi: float, margin: float, n: int) -> np.ndarray:
     """``n`` evenly spaced values covering [lo, hi] widened by ``margin`` of the span each side."""
     span = hi - lo
     return np.linspace(lo - margin * span, hi + margin * span, n)
+
+
+def pca_basis(vecs: Sequence[torch.Tensor]) -> tuple[PlaneBasis, tuple[float, float]]:
+    """The plane through the mean of ``vecs`` along their top two principal directions (of the
+    centred weight vectors), and the fraction of the variance each direction explains.
+
+    Raises:
+        UserError: fewer than three vectors, or vectors on one line (no second direction).
+    """
+    if len(vecs) < 3:
+        raise UserError("a PCA plane needs at least three checkpoints")
+    v = torch.stack([x.double() for x in vecs])
+    mean = v.mean(0)
+    d = v - mean
+    gram = d @ d.T  # (n, n): the directions from the small eigenproblem, never (P, P)
+    values, vectors = torch.linalg.eigh(gram)
+    order = torch.argsort(values, descending=True)
+    values, vectors = values[order].clamp(min=0), vectors[:, order]
+    total = float(values.sum())
+    if total <= 0 or float(values[1]) <= 1e-12 * total:
+        raise UserError("the checkpoints lie on one line (or coincide): their PCA plane has no second direction")
+    u, w = (d.T @ vectors[:, k] for k in (0, 1))
+    u, w = u / torch.linalg.vector_norm(u), w / torch.linalg.vector_norm(w)
+    w = w - (w @ u) * u
+    w = w / torch.linalg.vector_norm(w)
+    return PlaneBasis(mean, u, w, "pca"), (float(values[0]) / total, float(values[1]) / total)

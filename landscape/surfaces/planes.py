@@ -1,7 +1,8 @@
 """Loss and accuracy over a 2-D plane in weight space, written point by point to HDF5.
 
 ``plane([A, B, C])`` evaluates the plane through three checkpoints (Garipov et al. 2018);
-``plane([A])`` a filter-normalised random plane around one (Li et al. 2018). Further checkpoints
+``plane([A])`` a filter-normalised random plane around one (Li et al. 2018); ``plane(ckpts,
+pca=True)`` the plane of their top two principal directions through their mean. Further checkpoints
 after C are projected onto the plane. Rerunning on a partial file computes only missing points.
 """
 
@@ -26,7 +27,7 @@ from landscape.grid.prepare import data_identity, data_name, evaluator_factory, 
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import SurfaceStore, read_surface
 from landscape.results import PointInfo, Surface
-from landscape.surfaces.geometry import PlaneBasis, axis, random_basis, three_point_basis
+from landscape.surfaces.geometry import PlaneBasis, axis, pca_basis, random_basis, three_point_basis
 
 MAX_GRID = 1001
 
@@ -71,6 +72,7 @@ def plane(
     device: str | torch.device = "cpu",
     overwrite: bool = False,
     group: Group = Group(),
+    pca: bool = False,
 ) -> Surface:
     """Compute (or finish) a loss surface and write it to the HDF5 file ``out``.
 
@@ -87,6 +89,10 @@ def plane(
         overwrite: replace an existing file computed with another configuration.
         group: under torchrun, this process's place (``landscape.grid.distributed.init_from_env()``);
             the points are shared dynamically among the processes.
+        pca: the plane through the checkpoints' mean along the top two principal directions of
+            their weights (Li et al.'s trajectory plane; three or more checkpoints, every one
+            projected with its residual); the fraction of the variance each axis explains is in
+            ``surface.config["pca"]``.
 
     Returns:
         The finished ``Surface`` (read back from ``out``).
@@ -108,11 +114,13 @@ def plane(
         raise UserError("a plane needs at least one checkpoint")
     dataset, layout, vecs = prepare(ckpts, data)
     policy = resolve_policy(config.bn, ckpts[0].model)
-    basis, x, y, points = _geometry(ckpts, vecs, layout, config)
+    basis, x, y, points, explained = _geometry(ckpts, vecs, layout, config, pca)
     if policy == "interpolate" and basis.mode != "three_point":
-        raise UserError("--bn interpolate needs three checkpoints; use recompute or keep")
+        raise UserError("--bn interpolate needs a plane through three checkpoints; use recompute or keep")
     identity = _identity(ckpts, dataset, config, policy, basis.mode)
     config_doc = {"identity": identity.to_dict(), "runtime": runtime(ckpts, device, config)}
+    if explained is not None:
+        config_doc["pca"] = {"explained_variance_ratio": list(explained)}
     bufs = _buffer_fn(ckpts, basis, policy)
     job = GridJob(
         open_store=lambda: SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
@@ -125,9 +133,15 @@ def plane(
     return read_surface(out)
 
 
-def _geometry(ckpts, vecs, layout, config: PlaneConfig):
+def _geometry(ckpts, vecs, layout, config: PlaneConfig, pca: bool):
     g = config.grid
-    if len(ckpts) == 1:
+    explained = None
+    if pca:
+        basis, explained = pca_basis(vecs)
+        xy = [basis.project(v)[:2] for v in vecs]
+        x = axis(min(p[0] for p in xy), max(p[0] for p in xy), config.margin, g)
+        y = axis(min(p[1] for p in xy), max(p[1] for p in xy), config.margin, g)
+    elif len(ckpts) == 1:
         params = dict(ckpts[0].model.named_parameters())
         basis = random_basis(params, layout, seed=config.seed, ignore_1d=config.ignore_1d)
         x = y = np.linspace(-config.range, config.range, g)
@@ -137,7 +151,7 @@ def _geometry(ckpts, vecs, layout, config: PlaneConfig):
         x = axis(min(xs), max(xs), config.margin, g)
         y = axis(0.0, basis.norm_c_perp, config.margin, g)
     points = {name: PointInfo(*basis.project(v)) for name, v in zip(display_names(ckpts), vecs)}
-    return basis, x, y, points
+    return basis, x, y, points, explained
 
 
 def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
@@ -154,7 +168,7 @@ def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
 
 def _identity(ckpts, dataset, config: PlaneConfig, policy: str, mode: str) -> Identity:
     cfg = config.identity_fields(policy, random_plane=mode == "random")
-    for inert in (("range", "ignore_1d") if mode == "three_point" else ("margin",)):
+    for inert in (("margin",) if mode == "random" else ("range", "ignore_1d")):
         cfg.pop(inert)
     return Identity(cfg, mode, policy, data_name(dataset), ckpts[0].meta.arch,
                     tuple(CheckpointRef.of(c, n) for c, n in zip(ckpts, display_names(ckpts))),

@@ -578,3 +578,17 @@ def test_a_damaged_curve_step_is_one_line(clean, tmp_path, name, text, field):
     with pytest.raises(UserError) as info:
         read_demo(root)
     _one_line(info.value, name, field)
+
+
+@pytest.mark.parametrize("name, doc", [
+    ("sharpness-x.json", {"run": "x", "role": "sse-local", "members": {"m": {"eigenvalues": "big", "trace": 1.0}}}),
+    ("sharpness-x.json", {"run": "x", "role": "best", "members": {}}),
+    ("distances-x.json", {"run": "x", "role": "sse-local", "from_pretrained": [{"block": 3}]}),
+])
+def test_a_damaged_geometry_step_is_one_line(clean, tmp_path, name, doc):
+    root = _demo(tmp_path / "demo", clean)
+    (root / "geometry").mkdir()
+    (root / "geometry" / name).write_text(json.dumps(doc))
+    with pytest.raises(UserError) as info:
+        read_demo(root)
+    _one_line(info.value, name, "'run', 'role'")

@@ -140,6 +140,11 @@ def test_cli_report_equals_the_h5_file(three_ckpts, tmp_path, capsys):
     d = float(torch.linalg.vector_norm(layout.flatten(ckpts[0].model.state_dict())
                                        - layout.flatten(ckpts[1].model.state_dict())))
     assert report[0].distance == pytest.approx(d)
+    # the per-block distances of each pair: their total is the pair's whole-model distance
+    blocks = doc["block_distances"]["A -> B"]["between"]
+    total = next(x for x in blocks if x["block"] == "total")
+    assert total["l2"] == pytest.approx(d, rel=1e-6)
+    assert sum(x["l2"] ** 2 for x in blocks if x["block"] != "total") == pytest.approx(d**2, rel=1e-6)
     assert (out / "barriers.png").exists() and (out / "paths.png").exists()
     capsys.readouterr()
     assert main(["info", str(out / "paths.h5"), "--json"]) == 0
