@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_shape(args.kind, args.bends)
     config = PathConfig(points=args.points, **grid_settings(args))  # checked before any training
+    from cli.common import require
+
+    require("test" in config.splits, "landscape curve labels connectivity by the test split; keep test in --splits")
     train = TrainConfig(epochs=args.epochs, lr=args.lr, wd=args.wd, momentum=args.momentum,
                         batch_size=args.train_batch_size, seed=args.seed, optimizer=args.optimizer)
     a, b = (load_checkpoint(f, **load_kwargs(args)) for f in (args.a, args.b))

@@ -120,11 +120,12 @@ def _block_distances(paths, ckpts, pretrained) -> dict:
     checkpoint (``landscape.surfaces.distances``), for report.json."""
     from landscape.surfaces.distances import layer_distances
 
+    d = layer_distances(ckpts, pretrained)  # one lineage search over every checkpoint
     out = {}
     for p, (i, j) in enumerate(paths.pairs):
-        d = layer_distances([ckpts[i], ckpts[j]], pretrained)
-        out[paths.pair_name(p)] = {"between": [asdict(x) for x in d.pairs],
-                                   "from_pretrained": [asdict(x) for x in d.from_pretrained]}
+        a, b = d.members[i], d.members[j]
+        out[paths.pair_name(p)] = {"between": [asdict(x) for x in d.pairs if {x.a, x.b} == {a, b}],
+                                   "from_pretrained": [asdict(x) for x in d.from_pretrained if x.a in (a, b)]}
     return out
 
 

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     files = _members(args.checkpoints) if args.pca else list(args.checkpoints)
     out = Path(args.out) if args.out else default_out(files, args.seed, pca=args.pca)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in files]
-    curves = _curve(args.curve, ckpts) if args.curve else {}  # a bad curve file fails before the evaluation
+    curves = _curve(args.curve, ckpts, args.pca) if args.curve else {}  # a bad curve file fails before the evaluation
     start = time.perf_counter()
     with process_group(args.device) as (group, device):
         surface = plane(ckpts, out=out / "plane.h5", config=config, data=args.data,
@@ -108,7 +108,7 @@ def _plots(surface, out: Path, curves) -> list[Path]:
     return [png, html]
 
 
-def _curve(path: str, ckpts) -> dict:
+def _curve(path: str, ckpts, pca: bool) -> dict:
     """The curve file's points in the plane's coordinates, by its name; its endpoints are those
     it records, or the plane's checkpoints of the same sha256."""
     from landscape.grid.identity import CheckpointRef
@@ -116,6 +116,7 @@ def _curve(path: str, ckpts) -> dict:
     from landscape.surfaces.curves import project_curve
 
     require(len(ckpts) >= 3, "--curve draws onto a plane through three checkpoints (A B C)")
+    require(not pca, "--curve draws onto the plane through three checkpoints, not a --pca plane; drop one of them")
     doc = read_curve_doc(path)
     by_sha = {CheckpointRef.of(c).sha256: c for c in ckpts}
     given = [by_sha.get(e["sha256"]) for e in doc["endpoints"]]

@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per forward pass (default 256)")
     p.add_argument("--seed", type=seed_int, default=0, help="seeds the subset, the start vector and the probes")
     p.add_argument("--loss", default="ce", help="ce (default), mse, or a per-sample loss path/to/file.py:name")
+    p.add_argument("--overwrite", action="store_true", help="replace results of other settings in DIR")
     p.add_argument("--no-plots", action="store_true", help="the JSON and CSV only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_data(p)
@@ -76,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
     out = Path(args.out)
     path = out / "sharpness.json"
-    settings = {**asdict(config), "loss": str(args.loss), "data": args.data}
-    done = _previous(path, settings)
+    settings = {**asdict(config), "loss": str(args.loss), "data": args.data, "data_root": args.data_root,
+                "image": None if image_transform(args) is None else image_transform(args).to_dict()}
+    done = _previous(path, settings, args.overwrite)
     results = dict(done)
 
     def save(name, sha, result):
@@ -89,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         if r is None:
             return None
         try:
-            return Sharpness(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items() if k != "name"})
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in r.items() if k != "name"}
+            values = {k: float("nan") if v is None else v for k, v in values.items()}  # NaN is stored as null
+            return Sharpness(**values)
         except TypeError:
             from landscape.errors import UserError
 
@@ -120,18 +124,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _previous(path: Path, settings: dict) -> dict:
-    """The results of an earlier run with the same settings, by sha256 (other settings: none)."""
-    if not path.exists():
+def _previous(path: Path, settings: dict, overwrite: bool) -> dict:
+    """The results of an earlier run with the same settings, by sha256; other settings are
+    refused unless ``overwrite`` (nothing is dropped silently)."""
+    from landscape.errors import UserError
+
+    if not path.exists() or overwrite:
         return {}
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        from landscape.errors import UserError
-
         raise UserError(f"{path} is not a readable sharpness result; delete it to measure again") from None
     if not isinstance(doc, dict) or doc.get("settings") != json.loads(json.dumps(settings)):
-        return {}
+        raise UserError(f"{path} holds results of other settings; pass --overwrite to replace them, or another --out")
     results = doc.get("results")
     return results if isinstance(results, dict) else {}
 
@@ -141,5 +146,5 @@ def _table(rows: list[dict], top: int) -> str:
     lines = [head, "|" + "---|" * (top + 3)]
     for r in rows:
         eigs = " | ".join(f"{r[f'eig{i + 1}']:.4g}" for i in range(top) if f"eig{i + 1}" in r)
-        lines.append(f"| {r['name']} | {eigs} | {r['trace']:.4g} +- {r['trace_stderr']:.2g} | {r['loss']:.4g} |")
+        lines.append(f"| {r['name']} | {eigs} | {r['trace']:.4g} +- {float(r['trace_stderr']):.2g} | {r['loss']:.4g} |")
     return "\n".join(lines)

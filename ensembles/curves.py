@@ -36,6 +36,7 @@ from landscape.assets.userdata import Data
 from landscape.atomic import write_bytes
 from landscape.errors import UserError
 from landscape.grid.identity import CheckpointRef
+from landscape.grid.prepare import check_compatible
 from landscape.grid.objectives import check_loss, loss_name, per_sample_loss
 from landscape.progress import progress
 from landscape.surfaces.curve_shape import check_shape, torch_coefficients
@@ -138,6 +139,7 @@ def fit_curve(
     if config.mixup or config.cutmix or config.label_smoothing or config.amp:
         raise UserError("a curve is fitted with the plain recipe: no mixup, cutmix, label smoothing or AMP")
     a, b = as_checkpoint(a), as_checkpoint(b)
+    check_compatible([a, b])  # one architecture, head and tensor shapes, before anything is trained
     data = dataset_name(data if data is not None else a.meta.dataset)
     out = Path(out)
     settings = _settings(a, b, kind, bends, data, loss, config)
@@ -156,7 +158,9 @@ def fit_curve(
     state = out / STATE_FILE
     start, losses = trainer.resume(state, settings) if state.exists() and not overwrite else (0, [])
     out.mkdir(parents=True, exist_ok=True)
-    with progress(total=config.epochs, initial=start, desc=f"curve {kind}", unit="epoch") as bar:
+    with progress(total=config.epochs, initial=start, desc=f"curve {kind}", unit="epoch") as bar, \
+            torch.random.fork_rng(devices=[]):  # augmentations and dropout draw from it: seeded, saved, restored
+        trainer.seed_global(state if start else None)
         for epoch in range(start + 1, config.epochs + 1):
             losses.append(trainer.epoch(epoch, shuffled_batches(train_set, config.batch_size, trainer.gen, device)))
             trainer.save(state, settings, epoch, losses)
@@ -164,8 +168,8 @@ def fit_curve(
             bar.update(1)
     record = {**settings, "train_loss": losses}
     curve = make_curve(kind, a, b, module.bend_models(template), record)
+    _bend_files(curve, out)  # before the curve file, whose presence says the fit is finished
     save_curve(curve, out / CURVE_FILE)
-    _bend_files(curve, out)
     return CurveFit(load_curve(out / CURVE_FILE, endpoints=(a, b)), tuple(losses), out / CURVE_FILE)
 
 
@@ -194,6 +198,8 @@ def _finished(out: Path, settings: dict[str, Any], a, b) -> CurveFit | None:
     if record != json.loads(json.dumps(settings)):
         raise UserError(f"{path} holds a curve fitted with other settings; pass --overwrite (overwrite=True) "
                         "or another --out")
+    if any(not (out / f"bend-{i}.safetensors").exists() for i in range(1, len(curve.bends) + 1)):
+        _bend_files(curve, out)  # a fit killed before its bend files were all written
     return CurveFit(curve, tuple(curve.record.get("train_loss", ())), path)
 
 
@@ -225,9 +231,18 @@ class _Trainer:
             raise UserError(f"the curve's training loss diverged in epoch {epoch}; lower --lr")
         return total / max(n, 1)
 
+    def seed_global(self, state: Path | None) -> None:
+        """The global CPU generator (augmentations, dropout): seeded at the start, restored on a resume."""
+        torch.manual_seed(self.config.seed + 2)
+        if state is not None:
+            saved = torch.load(state, map_location="cpu", weights_only=True).get("global")
+            if saved is not None:
+                torch.set_rng_state(saved)
+
     def save(self, path: Path, settings: dict[str, Any], epoch: int, losses: list[float]) -> None:
         buf = io.BytesIO()
         torch.save({"settings": json.dumps(settings), "epoch": epoch, "losses": list(losses),
+                    "global": torch.get_rng_state(),
                     "bends": [p.detach().cpu() for p in self.module.bends], "opt": self.opt.state_dict(),
                     "gen": self.gen.get_state(), "tgen": self.tgen.get_state(),
                     "buffers": {k: v.cpu() for k, v in self.module.base.named_buffers()}}, buf)

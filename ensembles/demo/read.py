@@ -67,6 +67,7 @@ def read_demo(root: str | os.PathLike) -> DemoResults:
     fix = f"delete it and rerun `landscape demo --out {root}` to judge the run again"
     samples = {e["name"]: read_samples(root / "judged" / f"{flat(e['name'])}.npz", len(e["table"]), fix)
                for e in ensembles}
+    _same_test_sets(samples, root, fix)
     sweep = read_sweep(root / "sweep.json", config) if (root / "sweep.json").exists() else None
     baseline = _read_baseline(root / "baseline.json") if (root / "baseline.json").exists() else None
     paths = {}
@@ -127,6 +128,17 @@ def _read_curve(folder: Path) -> dict[str, Any] | None:
         raise UserError(f"{folder / 'projection.json'}: field 'xy' must be a list of [x, y] points; {fix}")
     return {"report": report, "curve": read_paths(folder / "curve.h5"), "line": read_paths(folder / "line.h5"),
             "xy": xy.astype(float)}
+
+
+def _same_test_sets(samples: dict[str, dict[str, list[np.ndarray]]], root: Path, fix: str) -> None:
+    """Every run's arrays of one family hold one sample count (one test set, one OOD set)."""
+    for family in (("correct", "soup_correct", "member_correct"), ("ood_correct", "ood_soup_correct")):
+        counts = {run: len(arrays[k][0]) for run, arrays in samples.items() for k in family if arrays.get(k)}
+        if len(set(counts.values())) > 1:
+            first = next(iter(counts))
+            other = next(r for r, n in counts.items() if n != counts[first])
+            raise UserError(f"{root}/judged: {first} and {other} were judged on {counts[first]} and {counts[other]} "
+                            f"samples; {fix}")
 
 
 def read_config(root: Path, expected: DemoConfig | None = None) -> DemoConfig:

@@ -94,10 +94,11 @@ def load_curve(path: str | os.PathLike, endpoints: Sequence[CheckpointLike] | No
     path = Path(path)
     doc = read_curve_doc(path)
     if endpoints is None:
-        missing = [e["name"] for e in doc["endpoints"] if not e.get("path") or not Path(e["path"]).is_file()]
+        missing = [str(e.get("path") or e.get("name", "?")) for e in doc["endpoints"]
+                   if not e.get("path") or not Path(e["path"]).is_file()]
         if missing:
-            raise UserError(f"{path} records endpoints that are not on disk ({', '.join(map(str, missing))}); "
-                            "pass them: load_curve(path, endpoints=(A, B)) or `landscape curve-eval CURVE A B`")
+            raise UserError(f"{path} records endpoints that are not on disk ({', '.join(missing)}); pass them: "
+                            "load_curve(path, endpoints=(A, B)), or `landscape plane A BEND B --curve` with A and B")
         endpoints = [e["path"] for e in doc["endpoints"]]
     ends = [load_checkpoint(e, device=device) if isinstance(e, (str, os.PathLike)) else as_checkpoint(e)
             for e in endpoints]

@@ -156,7 +156,7 @@ class CurveReport:
     ``label``: ``connected by a curve`` (the curve's test accuracy barrier under ``threshold``,
     the line's over it), ``connected by the line`` (the line's under it already) or
     ``not connected`` (both over it); without accuracy, from the loss barriers relative to the
-    endpoints' mean test loss.
+    endpoints' mean test loss; ``no verdict`` when a barrier is undefined (NaN).
     """
 
     a: str
@@ -180,15 +180,19 @@ def curve_report(curve_paths: PathSet, line_paths: PathSet, *, kind: str = "", b
                     out[f"{metric}_barrier_{split}"] = barrier(ps.alpha, ps.curve(0, split, metric), kind=metric).height
         return out
 
+    if "test" not in line_paths.splits or "test" not in curve_paths.splits:
+        raise UserError("the connectivity label needs the test split; evaluate with --splits train,test")
     line, bent = barriers(line_paths), barriers(curve_paths)
     if "acc_barrier_test" in line and "acc_barrier_test" in bent:
-        over_line, over_curve, used = line["acc_barrier_test"] >= threshold, bent["acc_barrier_test"] >= threshold, threshold
+        heights, used = (line["acc_barrier_test"], bent["acc_barrier_test"]), threshold
     else:
         scale = float(np.mean([line_paths.curve(0, "test", "loss")[i] for i in _ends(line_paths)]))
-        used = loss_threshold
-        over_line = line["loss_barrier_test"] >= loss_threshold * scale
-        over_curve = bent["loss_barrier_test"] >= loss_threshold * scale
-    label = "connected by the line" if not over_line else "connected by a curve" if not over_curve else "not connected"
+        heights, used = (line["loss_barrier_test"] / scale, bent["loss_barrier_test"] / scale), loss_threshold
+    if not all(np.isfinite(heights)):
+        label = "no verdict (a barrier is undefined: a diverged point or endpoint)"
+    else:
+        over_line, over_curve = (h >= used for h in heights)
+        label = "connected by the line" if not over_line else "connected by a curve" if not over_curve else "not connected"
     names = line_paths.names
     return CurveReport(names[0], names[-1], kind, bends, line, bent, label, used)
 

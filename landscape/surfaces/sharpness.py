@@ -103,10 +103,13 @@ class HessianOperator:
         out = torch.zeros(self.size, dtype=torch.float64)
         for x, y, w in self._batches():
             loss = self.loss_fn(self.model(x), y).mean() * w
-            grads = torch.autograd.grad(loss, self.params, create_graph=True)
-            dot = sum((g * p).sum() for g, p in zip(grads, pieces))
-            hv = torch.autograd.grad(dot, self.params)
-            out += torch.cat([h.reshape(-1).double().cpu() for h in hv])
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            dot = sum((g * p).sum() for g, p in zip(grads, pieces) if g is not None)
+            if not torch.is_tensor(dot) or not dot.requires_grad:  # no weight reaches the loss twice: H v = 0
+                continue
+            hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+            out += torch.cat([(torch.zeros_like(p) if h is None else h).reshape(-1).double().cpu()
+                              for h, p in zip(hv, self.params)])
         return out
 
     def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
@@ -187,14 +190,6 @@ def dense_hessian(op: HessianOperator) -> torch.Tensor:
     return torch.stack([op.matvec(eye[i]) for i in range(op.size)], dim=1)
 
 
-def subset(inputs: torch.Tensor, targets: torch.Tensor, size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded subset of the samples (all of them when ``size`` is None or larger)."""
-    from landscape.assets.resident import subset_indices
-
-    idx = torch.from_numpy(subset_indices(len(targets), size, seed=seed))
-    return inputs[idx], targets[idx]
-
-
 def measure_sharpness(
     checkpoints,
     *,
@@ -231,8 +226,10 @@ def measure_sharpness(
     for c in ckpts:
         check_classes(c, dataset)
     transform = image_transform(dataset, GridSettings(image=image), ckpts)
-    x, y = as_tensors(load_dataset(dataset_name(dataset), "train", data_root, image=transform))
-    x, y = subset(x, y, config.subset, config.seed)
+    from landscape.assets.resident import subset_indices
+
+    train = load_dataset(dataset_name(dataset), "train", data_root, image=transform)
+    x, y = as_tensors(train, subset_indices(len(train), config.subset, seed=config.seed))  # the subset only
     x, y = x.to(device), y.to(device)
     fn = per_sample_loss(loss)
     out = []

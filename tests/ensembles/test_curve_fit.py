@@ -68,6 +68,10 @@ def test_a_killed_fit_resumes_to_bit_identical_bends(three_ckpts, tmp_path, monk
         sx, sy = x.model.state_dict(), y.model.state_dict()
         assert all(torch.equal(sx[k], sy[k]) for k in sx)
     assert (tmp_path / "killed" / "bend-1.safetensors").exists()
+    # a kill after the curve file but before a bend file: the bend file is written on the next call
+    (tmp_path / "killed" / "bend-2.safetensors").unlink()
+    fit_curve(a, b, tmp_path / "killed", config=CONFIG, kind="polychain", bends=2)
+    assert load_checkpoint(tmp_path / "killed" / "bend-2.safetensors").meta.method == "curve-bend"
 
 
 def test_a_finished_fit_is_read_back_and_other_settings_refused(three_ckpts, tmp_path, monkeypatch):
@@ -91,6 +95,10 @@ def test_a_curve_is_fitted_with_the_plain_recipe_and_checked_inputs(three_ckpts,
         fit_curve(a, b, tmp_path / "m", config=CONFIG, bends=0)
     with pytest.raises(UserError, match="unknown curve kind"):
         fit_curve(a, b, tmp_path / "m", config=CONFIG, kind="spline")
+    from landscape import create_model
+
+    with pytest.raises(UserError, match="width|shape|arch"):
+        fit_curve(a, as_checkpoint(create_model("mnist1d_cnn", 10, width=8), dataset="mnist1d"), tmp_path / "m", config=CONFIG)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / STATE_FILE).write_bytes(b"not a state")
     with pytest.raises(UserError, match="not a readable curve training state"):

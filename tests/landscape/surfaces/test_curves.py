@@ -151,5 +151,29 @@ def test_a_one_bend_curve_lies_in_the_plane_through_its_controls(three_ckpts):
 
     xy, residual = project_curve(curve, [a, as_checkpoint(bend), b], points=21)
     assert xy[0] == pytest.approx([0, 0], abs=1e-9) and residual < 1e-6
-    # B's coordinates: the plane's u is along the bend, so B is off the x axis unless collinear
-    assert math.hypot(*xy[-1]) > 0
+    from landscape.surfaces.geometry import three_point_basis
+
+    layout = ParamLayout.of(a.model)
+    basis = three_point_basis(*(layout.flatten(m.state_dict()) for m in (a.model, bend, b.model)))
+    assert xy[-1] == pytest.approx(basis.project(layout.flatten(b.model.state_dict()))[:2], abs=1e-6)  # t = 1 is B
+    assert math.hypot(*xy[-1]) > 0 and abs(xy[-1][1]) > 1e-6  # the bend is off the line: B is off the x axis
+
+
+def test_the_connectivity_label_needs_defined_barriers_and_the_test_split():
+    from landscape.results import PathSet
+    from landscape.surfaces.curves import curve_report
+
+    t = np.linspace(0, 1, 5)
+
+    def paths(acc, splits=("train", "test")):
+        m = {s: {"loss": np.ones((1, 5)), "acc": np.asarray([acc])} for s in splits}
+        return PathSet(t, [(0, 1)], ["A", "B"], m, np.ones((1, 5), bool), {})
+
+    dip = [90, 80, 70, 80, 90]
+    assert curve_report(paths([90, 90, 90, 90, 90]), paths(dip)).label == "connected by a curve"
+    assert curve_report(paths(dip), paths(dip)).label == "not connected"
+    assert curve_report(paths(dip), paths([90, 89.9, 90, 90, 90])).label == "connected by the line"
+    assert curve_report(paths([90, 90, 90, 90, 90]), paths([90, np.nan, np.nan, np.nan, np.nan])).label \
+        .startswith("no verdict")
+    with pytest.raises(UserError, match="needs the test split"):
+        curve_report(paths(dip, ("train",)), paths(dip, ("train",)))

@@ -82,3 +82,26 @@ def test_the_command_writes_the_table_and_the_heatmap(three_ckpts, tmp_path):
     assert {r["kind"] for r in rows} == {"pair"} and {(r["a"], r["b"]) for r in rows} == {("A", "B"), ("A", "C"), ("B", "C")}
     assert {r["block"] for r in rows} >= {HEAD, TOTAL}
     assert (tmp_path / "d" / "distances.png").stat().st_size > 0 and (tmp_path / "d" / "distances.json").exists()
+
+
+def test_interp_reports_block_distances_through_the_whole_lineage(tmp_path):
+    """SSE-like lineage pre -> m1 -> m2 -> m3: the pair (m2, m3) reaches pre through m1."""
+    import json
+
+    from landscape import CheckpointMeta
+
+    torch.manual_seed(0)
+    model = create_model("mnist1d_cnn", 10, width=4)
+    sha = save_checkpoint(model, tmp_path / "pre.safetensors",
+                          CheckpointMeta("mnist1d_cnn", 10, {"width": 4}, "mnist1d", method="pretrain"))
+    for i in (1, 2, 3):
+        model = _perturbed(model, i, 0.02)
+        sha = save_checkpoint(model, tmp_path / f"m{i}.safetensors", CheckpointMeta(
+            "mnist1d_cnn", 10, {"width": 4}, "mnist1d", method="sse", member=i, parent=sha))
+    files = [str(tmp_path / f"m{i}.safetensors") for i in (1, 2, 3)]
+    assert main(["interp", *files, "--pretrained", str(tmp_path / "pre.safetensors"), "--points", "3",
+                 "--train-subset", "100", "--test-subset", "100", "--no-plots", "--quiet", "--out", str(tmp_path / "i")]) == 0
+    doc = json.loads((tmp_path / "i" / "report.json").read_text())
+    pair = doc["block_distances"]["m2 -> m3"]
+    assert {d["a"] for d in pair["from_pretrained"]} == {"m2", "m3"}
+    assert {(d["a"], d["b"]) for d in pair["between"]} == {("m2", "m3")}

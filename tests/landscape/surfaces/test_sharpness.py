@@ -74,6 +74,14 @@ def test_the_command_measures_resumes_and_compares(three_ckpts, tmp_path, monkey
     assert main(args) == 0  # every checkpoint done with these settings: read back
     assert json.loads((tmp_path / "s" / "sharpness.json").read_text()) == doc
     capsys.readouterr()
+    other = [*args[:-2], "--top", "1", "--out", str(tmp_path / "s")]
+    assert main(other) == 2 and "other settings; pass --overwrite" in capsys.readouterr().err
+    monkeypatch.undo()
+    one_probe = ["sharpness", *map(str, three_ckpts[:2]), "--subset", "64", "--iterations", "4", "--top", "2",
+                 "--trace-samples", "1", "--quiet", "--out", str(tmp_path / "n")]
+    assert main(one_probe) == 0 and main(one_probe) == 0  # a NaN standard error (one probe) stored as null reads back
+    assert "nan" in (tmp_path / "n" / "sharpness.csv").read_text()
+    capsys.readouterr()
     (tmp_path / "s" / "sharpness.json").write_text("{")
     assert main(args) == 2
     err = capsys.readouterr().err

@@ -96,10 +96,26 @@ def test_a_pca_plane_of_three_checkpoints_is_their_plane(three_ckpts, tmp_path):
     ref = naive_point(ckpts[0].model, basis.point(float(s.x[2]), float(s.y[2])), splits, bn="recompute",
                       bn_train=splits["train"])
     assert s.loss("test")[2, 2] == pytest.approx(ref["test"]["loss"], abs=1e-5)
-    more = plane([*three_ckpts, three_ckpts[0]], out=tmp_path / "4.h5", config=PlaneConfig(grid=3, **SUBSETS), pca=True)
-    assert sum(more.config["pca"]["explained_variance_ratio"]) <= 1 + 1e-12
+    fourth = as_checkpoint(_moved(ckpts[1].model), num_classes=10, name="D", dataset="mnist1d",
+                           arch=ckpts[1].meta.arch, arch_kwargs=ckpts[1].meta.arch_kwargs)
+    more = plane([*ckpts, fourth], out=tmp_path / "4.h5", config=PlaneConfig(grid=3, **SUBSETS), pca=True)
+    ratios = more.config["pca"]["explained_variance_ratio"]
+    four = torch.stack([*vecs, layout.flatten(fourth.model.state_dict())]).double()
+    sv = torch.linalg.svdvals(four - four.mean(0)) ** 2  # the variances of the principal directions, another way
+    assert ratios == pytest.approx((sv[:2] / sv.sum()).tolist(), rel=1e-6) and sum(ratios) < 1
     with pytest.raises(UserError, match="at least three"):
         plane(three_ckpts[:1], out=tmp_path / "1.h5", pca=True)
+
+
+def _moved(model):
+    import copy
+
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return out
 
 
 def test_the_simplex_and_pca_commands(three_ckpts, tmp_path, capsys):
@@ -111,3 +127,7 @@ def test_the_simplex_and_pca_commands(three_ckpts, tmp_path, capsys):
     assert (tmp_path / "s" / "simplex.png").stat().st_size > 0 and "a=" in (tmp_path / "s" / "simplex.html").read_text()
     assert main(["plane", "--pca", *files, "--grid", "3", "--out", str(tmp_path / "p"), *common]) == 0
     assert "% of variance" in (tmp_path / "p" / "plane.html").read_text()
+    capsys.readouterr()
+    assert main(["plane", "--pca", *files, "--curve", files[0], "--grid", "3", "--out", str(tmp_path / "c"), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a --pca plane" in err
