@@ -166,3 +166,24 @@ def warn(lines: list[str]) -> None:
 
     for line in lines:
         print(f"warning: {line}", file=sys.stderr)
+
+
+def run_members(path: str | Path) -> tuple[list[str], list[str]]:
+    """A run directory's member files, in order, and its pre-trained files still on disk (they
+    serve distances and lineages only)."""
+    from ensembles.run import read_run
+
+    run = read_run(path)
+    return ([str(run.checkpoint_path(m["index"])) for m in run.members],
+            [p for p in run.config.pretrained if Path(p).is_file()])
+
+
+def expand_runs(items: list[str]) -> tuple[list[str], list[str]]:
+    """Checkpoint files with every run directory among ``items`` standing for its members, and
+    the group of each file (its run directory's name, or "" for a file given as such)."""
+    files, groups = [], []
+    for item in items:
+        members = run_members(item)[0] if Path(item).is_dir() else [item]
+        files += members
+        groups += [Path(item).name if Path(item).is_dir() else ""] * len(members)
+    return files, groups

@@ -12,7 +12,7 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
-from cli.common import add_arch_for_pt, load_kwargs, positive_int, write_atomically
+from cli.common import add_arch_for_pt, load_kwargs, positive_int, run_members, write_atomically
 
 EXAMPLES = """examples:
   landscape distances runs/demo/runs/source-0/sse-lr0.7 --out runs/dist
@@ -64,11 +64,8 @@ def run(args: argparse.Namespace) -> int:
 def _inputs(args) -> tuple[list[str], list[str]]:
     first = Path(args.checkpoints[0])
     if len(args.checkpoints) == 1 and first.is_dir():
-        from ensembles.run import read_run
-
-        run = read_run(first)
-        known = [p for p in run.config.pretrained if Path(p).is_file()]
-        return [str(run.checkpoint_path(m["index"])) for m in run.members], list(args.pretrained) or known
+        files, known = run_members(first)
+        return files, list(args.pretrained) or known
     return list(args.checkpoints), list(args.pretrained)
 
 

@@ -16,7 +16,16 @@ import csv
 from dataclasses import asdict
 from pathlib import Path
 
-from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, warn, write_atomically
+from cli.common import (
+    fetch_data,
+    finite_float,
+    load_kwargs,
+    positive_int,
+    process_group,
+    run_members,
+    warn,
+    write_atomically,
+)
 from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
@@ -53,12 +62,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     """Checkpoint paths, pre-trained paths and the pair modes (a run directory expands)."""
     first = Path(args.checkpoints[0])
     if len(args.checkpoints) == 1 and first.is_dir():
-        from ensembles.run import read_run
-
-        run = read_run(first)
-        files = [str(run.checkpoint_path(m["index"])) for m in run.members]
-        # the run's pre-trained files serve the distances only: skip those no longer on disk
-        known = [p for p in run.config.pretrained if Path(p).is_file()]
+        files, known = run_members(first)
         return files, list(args.pretrained) or known, args.pairs or "chain,star"
     return list(args.checkpoints), list(args.pretrained), args.pairs or "chain"
 

@@ -12,7 +12,17 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import fetch_data, finite_float, load_kwargs, positive_int, process_group, require, warn, write_atomically
+from cli.common import (
+    expand_runs,
+    fetch_data,
+    finite_float,
+    load_kwargs,
+    positive_int,
+    process_group,
+    require,
+    warn,
+    write_atomically,
+)
 from cli.grid_flags import add_grid_flags, grid_settings
 
 EXAMPLES = """examples:
@@ -59,27 +69,13 @@ def default_out(checkpoints: list[str], seed: int, pca: bool = False) -> Path:
     return Path("plane-" + "-".join(names) + suffix)
 
 
-def _members(items: list[str]) -> list[str]:
-    """Checkpoint files, a run directory standing for its members."""
-    files = []
-    for item in items:
-        if Path(item).is_dir():
-            from ensembles.run import read_run
-
-            run = read_run(item)
-            files += [str(run.checkpoint_path(m["index"])) for m in run.members]
-        else:
-            files.append(item)
-    return files
-
-
 def run(args: argparse.Namespace) -> int:
     fetch_data(args, args.data)
     from landscape import PlaneConfig, load_checkpoint, plane
 
     config = PlaneConfig(grid=args.grid, margin=args.margin, range=args.range, ignore_1d=not args.include_1d,
                          **grid_settings(args))
-    files = _members(args.checkpoints) if args.pca else list(args.checkpoints)
+    files = expand_runs(args.checkpoints)[0] if args.pca else list(args.checkpoints)
     out = Path(args.out) if args.out else default_out(files, args.seed, pca=args.pca)
     ckpts = [load_checkpoint(c, **load_kwargs(args)) for c in files]
     curves = _curve(args.curve, ckpts, args.pca) if args.curve else {}  # a bad curve file fails before the evaluation

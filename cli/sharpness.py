@@ -16,8 +16,17 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from cli.common import (add_arch_for_pt, add_data, add_device, fetch_data, load_kwargs, positive_int, seed_int,
-                        write_atomically)
+from cli.common import (
+    add_arch_for_pt,
+    add_data,
+    add_device,
+    expand_runs,
+    fetch_data,
+    load_kwargs,
+    positive_int,
+    seed_int,
+    write_atomically,
+)
 from cli.grid_flags import add_image_flags, image_transform
 
 EXAMPLES = """examples:
@@ -48,23 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def expand(items: list[str]) -> tuple[list[str], list[str]]:
-    """Checkpoint files and the group of each (a run directory's name, or the file itself)."""
-    files, groups = [], []
-    for item in items:
-        if Path(item).is_dir():
-            from ensembles.run import read_run
-
-            run = read_run(item)
-            members = [str(run.checkpoint_path(m["index"])) for m in run.members]
-            files += members
-            groups += [Path(item).name] * len(members)
-        else:
-            files.append(item)
-            groups.append("")
-    return files, groups
-
-
 def run(args: argparse.Namespace) -> int:
     fetch_data(args, args.data)
     from landscape import load_checkpoint, resolve_device
@@ -73,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = SharpnessConfig(top=args.top, iterations=args.iterations, trace_samples=args.trace_samples,
                              subset=args.subset, batch_size=args.batch_size, seed=args.seed)
-    files, groups = expand(args.checkpoints)
+    files, groups = expand_runs(args.checkpoints)
     ckpts = [load_checkpoint(f, **load_kwargs(args)) for f in files]
     out = Path(args.out)
     path = out / "sharpness.json"
@@ -113,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
     writer.writerows(rows)
     written = [path, write_text(out / "sharpness.csv", table.getvalue())]
     if not args.no_plots:
-        from viz.basin import plot_sharpness
         from viz import save_figure
+        from viz.basin import plot_sharpness
 
         fig = plot_sharpness([r["name"] for r in rows], [r["eig1"] for r in rows], [r["trace"] for r in rows],
                              [r["trace_stderr"] for r in rows], groups)

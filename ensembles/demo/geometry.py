@@ -25,12 +25,14 @@ def geometry(out: Path, roles: dict[str, list[str]], config: DemoConfig, device,
     target = out / "geometry"
     runs = {role: roles[role][0] for role in GEOMETRY_ROLES}
     source = out / "sources" / f"{runs['sse-local'].split('/')[0]}.safetensors"
+    known: dict[str, object] = {}  # by sha256: member 1 is the same fine-tune in every run, measured once
     for role, run in runs.items():
         files = _members(out, run)
         path = target / f"sharpness-{flat(run)}.json"
         if not path.exists():
             log(f"sharpness of {run}")
-            measured = measure_sharpness(files, config=SHARPNESS, device=device)
+            measured = measure_sharpness(files, config=SHARPNESS, device=device, skip=lambda name, sha: known.get(sha),
+                                         on_result=lambda name, sha, result: known.setdefault(sha, result))
             write_json(path, {"run": run, "role": role, "settings": asdict(SHARPNESS),
                               "members": {name: asdict(s) for name, s in measured}}, indent=2, strict=True)
         path = target / f"distances-{flat(run)}.json"

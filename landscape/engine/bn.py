@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,3 +92,24 @@ def combine_buffers(states: Sequence[dict[str, torch.Tensor]], coefficients: Seq
     checkpoints' buffers with the point's coefficients (in float64); counts are the first's."""
     return {n: (sum(c * s[n].double() for c, s in zip(coefficients, states)).float()
                 if states[0][n].is_floating_point() else states[0][n]) for n in names}
+
+
+def point_buffers(ckpts: Sequence[Any], policy: str, members: Callable[[Any], Sequence[int]],
+                  coefficients: Callable[[Any], Sequence[float]]) -> Callable[[Any], dict[str, torch.Tensor]] | None:
+    """The BN buffers of every point of a grid whose points are affine combinations of
+    checkpoints (``ckpts``: objects with a ``.model``): ``members(index)`` names the point's
+    checkpoints and ``coefficients(index)`` its weights on them. ``keep``: the first member's
+    buffers; ``interpolate``: their combination (``combine_buffers``); ``recompute``: None (the
+    engine recomputes them)."""
+    if policy == "recompute":
+        return None
+    names = bn_buffer_names(ckpts[0].model)
+    states = [{n: c.model.state_dict()[n] for n in names} for c in ckpts]
+
+    def buffers(index) -> dict[str, torch.Tensor]:
+        which = list(members(index))
+        if policy == "keep":
+            return states[which[0]]
+        return combine_buffers([states[k] for k in which], coefficients(index), names)
+
+    return buffers

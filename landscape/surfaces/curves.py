@@ -19,7 +19,7 @@ import torch
 from landscape.assets.checkpoint import Checkpoint, CheckpointMeta
 from landscape.assets.modules import CheckpointLike, as_checkpoint
 from landscape.assets.userdata import Data
-from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
+from landscape.engine.bn import point_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
@@ -133,19 +133,10 @@ def evaluate_curve(
                                                                        "runtime": runtime(ckpts, device, config)}),
         make_evaluator=evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device),
         weights=lambda pa: sum(float(c) * v for c, v in zip(coef[pa[1]], vecs)),
-        buffers=_buffers(ckpts, coef, policy), total=len(t), desc="curve")
+        buffers=point_buffers(ckpts, policy, lambda pa: range(len(ckpts)), lambda pa: coef[pa[1]]),
+        total=len(t), desc="curve")
     evaluate_grid(out, job, config, overwrite=overwrite, group=group)
     return read_paths(out)
-
-
-def _buffers(ckpts, coef, policy):
-    if policy == "recompute":
-        return None
-    names = bn_buffer_names(ckpts[0].model)
-    states = [{n: c.model.state_dict()[n] for n in names} for c in ckpts]
-    if policy == "keep":
-        return lambda pa: states[0]
-    return lambda pa: combine_buffers(states, coef[pa[1]], names)
 
 
 @dataclass(frozen=True)

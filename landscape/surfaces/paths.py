@@ -19,7 +19,7 @@ import torch
 
 from landscape.assets.modules import CheckpointLike, as_checkpoints
 from landscape.assets.userdata import Data
-from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
+from landscape.engine.bn import point_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
@@ -131,7 +131,8 @@ def interpolate(
                                           overwrite=overwrite, config=config_doc),
         make_evaluator=evaluator_factory(ckpts, layout, dataset, config, policy, data_root, device),
         weights=lambda pa: _point(vecs, pair_list[pa[0]], float(alpha[pa[1]])),
-        buffers=_buffers(ckpts, pair_list, alpha, policy),
+        buffers=point_buffers(ckpts, policy, lambda pa: pair_list[pa[0]],
+                              lambda pa: (1 - float(alpha[pa[1]]), float(alpha[pa[1]]))),
         total=len(pair_list) * len(alpha), desc="paths")
     evaluate_grid(out, job, config, overwrite=overwrite, group=group)
     return read_paths(out)
@@ -142,19 +143,3 @@ def _point(vecs: list[torch.Tensor], pair: tuple[int, int], a: float) -> torch.T
     x, y = vecs[pair[0]], vecs[pair[1]]
     return x + a * (y - x)
 
-
-def _buffers(ckpts, pair_list, alpha, policy):
-    """Per-point BN buffers for interpolate/keep (None for recompute)."""
-    if policy == "recompute":
-        return None
-    names = bn_buffer_names(ckpts[0].model)
-    states = [{n: c.model.state_dict()[n] for n in names} for c in ckpts]
-
-    def buffers(pa: tuple[int, int]) -> dict[str, torch.Tensor]:
-        i, j = pair_list[pa[0]]
-        if policy == "keep":
-            return states[i]
-        a = float(alpha[pa[1]])
-        return combine_buffers([states[i], states[j]], (1 - a, a), names)
-
-    return buffers

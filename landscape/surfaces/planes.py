@@ -18,7 +18,7 @@ import torch
 
 from landscape.assets.modules import CheckpointLike, as_checkpoints
 from landscape.assets.userdata import Data
-from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
+from landscape.engine.bn import point_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
@@ -27,7 +27,7 @@ from landscape.grid.prepare import data_identity, data_name, evaluator_factory, 
 from landscape.grid.settings import GridSettings, check
 from landscape.grid.store import SurfaceStore, read_surface
 from landscape.results import PointInfo, Surface
-from landscape.surfaces.geometry import PlaneBasis, axis, pca_basis, random_basis, three_point_basis
+from landscape.surfaces.geometry import axis, pca_basis, random_basis, three_point_basis
 
 MAX_GRID = 1001
 
@@ -121,13 +121,15 @@ def plane(
     config_doc = {"identity": identity.to_dict(), "runtime": runtime(ckpts, device, config)}
     if explained is not None:
         config_doc["pca"] = {"explained_variance_ratio": list(explained)}
-    bufs = _buffer_fn(ckpts, basis, policy)
+    corners = range(min(3, len(ckpts)))  # interpolate (three-point planes only) combines A, B and C
+    bufs = point_buffers(ckpts[:3], policy, lambda ji: corners,
+                         lambda ji: basis.coefficients(float(x[ji[1]]), float(y[ji[0]])))
     job = GridJob(
         open_store=lambda: SurfaceStore.open(out, x=x, y=y, splits=config.splits, points=points,
                                              config=config_doc, overwrite=overwrite),
         make_evaluator=evaluator_factory(ckpts, layout, dataset, config, policy, data_root, torch.device(device)),
         weights=lambda ji: basis.point(float(x[ji[1]]), float(y[ji[0]])),
-        buffers=None if bufs is None else lambda ji: bufs(float(x[ji[1]]), float(y[ji[0]])),
+        buffers=bufs,
         total=len(x) * len(y), desc="plane")
     evaluate_grid(out, job, config, overwrite=overwrite, group=group)
     return read_surface(out)
@@ -152,18 +154,6 @@ def _geometry(ckpts, vecs, layout, config: PlaneConfig, pca: bool):
         y = axis(0.0, basis.norm_c_perp, config.margin, g)
     points = {name: PointInfo(*basis.project(v)) for name, v in zip(display_names(ckpts), vecs)}
     return basis, x, y, points, explained
-
-
-def _buffer_fn(ckpts, basis: PlaneBasis, policy: str):
-    """Per-point BN buffers for interpolate/keep (None for recompute)."""
-    if policy == "recompute":
-        return None
-    names = bn_buffer_names(ckpts[0].model)
-    states = [c.model.state_dict() for c in ckpts[:3]]
-    keep = {n: states[0][n] for n in names}
-    if policy == "keep":
-        return lambda xv, yv: keep
-    return lambda xv, yv: combine_buffers(states, basis.coefficients(xv, yv), names)
 
 
 def _identity(ckpts, dataset, config: PlaneConfig, policy: str, mode: str) -> Identity:

@@ -18,7 +18,7 @@ import torch
 
 from landscape.assets.modules import CheckpointLike, as_checkpoints
 from landscape.assets.userdata import Data
-from landscape.engine.bn import bn_buffer_names, combine_buffers, resolve_policy
+from landscape.engine.bn import point_buffers, resolve_policy
 from landscape.errors import UserError
 from landscape.grid.distributed import Group
 from landscape.grid.driver import GridJob, evaluate_grid
@@ -77,7 +77,9 @@ def simplex(
                   make_evaluator=evaluator_factory(ckpts, layout, dataset, config, policy, data_root,
                                                                     torch.device(device)),
                   weights=lambda ji: _point(vecs, axis[ji[1]], axis[ji[0]]),
-                  buffers=_buffers(ckpts, axis, policy), total=int(inside.sum()), desc="simplex")
+                  buffers=point_buffers(ckpts, policy, lambda ji: (0, 1, 2),
+                                        lambda ji: coefficients(float(axis[ji[1]]), float(axis[ji[0]]))),
+                  total=int(inside.sum()), desc="simplex")
     evaluate_grid(out, job, config, overwrite=overwrite, group=group)
     return read_surface(out)
 
@@ -90,16 +92,6 @@ def coefficients(b: float, c: float) -> tuple[float, float, float]:
 def _point(vecs, b: float, c: float) -> torch.Tensor:
     a, b, c = coefficients(float(b), float(c))
     return a * vecs[0] + b * vecs[1] + c * vecs[2]
-
-
-def _buffers(ckpts, axis, policy):
-    if policy == "recompute":
-        return None
-    names = bn_buffer_names(ckpts[0].model)
-    states = [{n: c.model.state_dict()[n] for n in names} for c in ckpts]
-    if policy == "keep":
-        return lambda ji: states[0]
-    return lambda ji: combine_buffers(states, coefficients(float(axis[ji[1]]), float(axis[ji[0]])), names)
 
 
 @dataclass(frozen=True)
